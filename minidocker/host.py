@@ -1,0 +1,200 @@
+"""The single door between minidocker and the host.
+
+Every action that touches the kernel or runs one of the host's tools goes
+through this module: running ``mount``, ``ip`` or ``iptables``, writing a
+cgroup file, calling ``unshare(2)``, making a device node.  Keeping them in
+one place has two uses:
+
+* ``minidocker --trace`` prints each action as it happens, tagged with the
+  chapter that explains it, so an instructor can narrate a run;
+* a reader who wants to know "what does this engine really do to my
+  machine?" has exactly one file to read.
+
+The module also holds the few helpers every other module shares: the engine
+root, the engine's error type, atomic state files and file locks.
+"""
+
+import contextlib
+import fcntl
+import os
+import sys
+
+#: The chapter that explains each kind of action; used to tag the trace.
+CHAPTERS = {
+    0: "engine",
+    1: "namespace",
+    2: "cgroup",
+    3: "rootfs",
+    4: "image",
+    5: "network",
+    6: "logging",
+    7: "commit",
+}
+
+DEFAULT_ROOT = "/var/lib/minidocker"
+
+
+class EngineError(Exception):
+    """An error the engine reports to the user as one line.
+
+    ``exit_code`` follows Docker: 125 when the engine itself failed or was
+    given bad input, 126 when the command cannot be invoked, 127 when it
+    cannot be found.
+    """
+
+    def __init__(self, message, exit_code=125):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- narration -----------------------------------------------------------
+
+_trace_fd = None
+_step = False
+
+
+def enable_trace(step=False):
+    """Narrate every host action on the current standard error.
+
+    The descriptor is duplicated so that the narration keeps its destination
+    after a container process has pointed its own standard error elsewhere.
+    With ``step``, wait for Enter before each action (for live demos).
+    """
+    global _trace_fd, _step
+    _trace_fd = os.dup(2)
+    _step = step
+    os.environ["MINIDOCKER_TRACE"] = "step" if step else "1"
+
+
+def tracing():
+    """Say whether ``--trace`` is on."""
+    return _trace_fd is not None
+
+
+def narrate(chapter, text):
+    """Print one line of the trace: ``[ch3 rootfs] mount --move ...``."""
+    if _trace_fd is None:
+        return
+    tag = f"ch{chapter} {CHAPTERS[chapter]}"
+    if os.isatty(_trace_fd):
+        line = f"\033[36m[{tag}]\033[0m {text}\n"
+    else:
+        line = f"[{tag}] {text}\n"
+    os.write(_trace_fd, line.encode(errors="replace"))
+    if _step:
+        _wait_for_enter()
+
+
+def _wait_for_enter():
+    try:
+        with open("/dev/tty", "rb", buffering=0) as terminal:
+            os.write(_trace_fd, b"    (Enter to go on) ")
+            terminal.readline()
+    except OSError:
+        pass
+
+
+def _restore_trace_from_environment():
+    # A monitor started for ``run -d`` is a new process; it learns about
+    # --trace from the environment the CLI left for it.
+    mode = os.environ.get("MINIDOCKER_TRACE")
+    if mode and _trace_fd is None and sys.stderr is not None:
+        enable_trace(step=(mode == "step"))
+
+
+_restore_trace_from_environment()
+
+
+# -- the actions ---------------------------------------------------------
+
+def run(argv, chapter, *, check=True, capture=False, input=None, env=None):
+    """Run one of the host's tools and return its ``CompletedProcess``.
+
+    With ``check`` a non-zero exit becomes an :class:`EngineError` carrying
+    the tool's own complaint, so a failed ``mount`` reads as that.
+    """
+    import subprocess
+
+    narrate(chapter, " ".join(argv))
+    try:
+        result = subprocess.run(
+            argv,
+            input=input,
+            env=env,
+            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError:
+        raise EngineError(f"the host tool {argv[0]!r} is not installed")
+    if check and result.returncode != 0:
+        complaint = result.stderr.decode(errors="replace").strip().splitlines()
+        detail = complaint[0] if complaint else f"exit status {result.returncode}"
+        raise EngineError(f"{argv[0]} failed: {detail}")
+    return result
+
+
+def call(chapter, description, function, *args):
+    """Make one system call through Python's ``os`` module, narrated."""
+    narrate(chapter, description)
+    return function(*args)
+
+
+def write(path, text, chapter):
+    """Write a kernel interface file (a cgroup knob, a ``/proc/sys`` key)."""
+    narrate(chapter, f"echo {text} > {path}")
+    with open(path, "w") as kernel_file:
+        kernel_file.write(text)
+
+
+def make_node(path, mode, major, minor, chapter):
+    """Make a device node, as ``mknod(2)`` does."""
+    narrate(chapter, f"mknod {path} {major} {minor}")
+    os.mknod(path, mode, os.makedev(major, minor))
+
+
+# -- engine state --------------------------------------------------------
+
+def engine_root():
+    """The directory that holds all of minidocker's state.
+
+    ``--root`` on the command line and ``MINIDOCKER_ROOT`` in the
+    environment override the default ``/var/lib/minidocker``.
+    """
+    return os.environ.get("MINIDOCKER_ROOT") or DEFAULT_ROOT
+
+
+def write_atomically(path, data):
+    """Replace ``path`` with ``data`` so that a reader never sees half of it.
+
+    rename(2): "If newpath already exists, it will be atomically replaced,
+    so that there is no point at which another process attempting to access
+    newpath will find it missing."  The fsync before the rename makes the
+    new content durable before it becomes visible.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    temporary = f"{path}.tmp{os.getpid()}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(descriptor, data)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.rename(temporary, path)
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive ``fcntl`` lock on ``path`` for a ``with`` block.
+
+    Shared allocations (names, addresses, ports, tags) are read and changed
+    only while holding their lock, so parallel commands never collide.  The
+    kernel drops the lock if the holder dies, so a killed CLI cannot wedge
+    the engine.
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,67 @@
+"""Fixtures every test shares: an engine root, the busybox image, the leak check."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from helpers import leaks
+from helpers.engine import Engine
+from helpers.images import make_busybox_tarball
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        raise pytest.UsageError("minidocker's tests run as root against the real kernel")
+    config._minidocker_before = leaks.snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_minidocker_before", set())
+    left = sorted(leaks.snapshot() - before)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "LEAK CHECK FAILED: the suite left these on the host:\n  " + "\n  ".join(left)
+        if reporter:
+            reporter.write_line(message, red=True)
+        else:
+            print(message)
+        session.exitstatus = 1
+
+
+def _unmount_everything_under(path):
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo if line.split()[4].startswith(path)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    return points
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory):
+    """A rootfs tarball of busybox, built once per run."""
+    workdir = tmp_path_factory.mktemp("busybox")
+    return make_busybox_tarball(str(workdir / "busybox-rootfs.tar"), str(workdir))
+
+
+@pytest.fixture
+def engine():
+    """A fresh engine root for one test; fails the test if it leaks mounts."""
+    root = tempfile.mkdtemp(prefix="minidocker-test-", dir="/tmp")
+    engine = Engine(root)
+    yield engine
+    ids = engine.run("ps", "-aq").stdout.split()
+    if ids:
+        engine.run("rm", "-f", *ids, timeout=120)
+    left = _unmount_everything_under(root)
+    shutil.rmtree(root, ignore_errors=True)
+    assert not left, f"mounts left under the engine root: {left}"
+
+
+@pytest.fixture
+def busybox(engine, busybox_tar):
+    """The engine, with the busybox image imported as ``busybox``."""
+    engine.ok("import", busybox_tar, "busybox")
+    return engine

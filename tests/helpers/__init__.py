@@ -1,0 +1,1 @@
+"""Helpers the tests and the chapters share: test images and an engine to drive."""
