@@ -1,0 +1,931 @@
+"""Chapter 4: registries, where images come from and go to.
+
+A registry is a web server speaking the OCI distribution API.  Pulling an
+image is a short conversation over plain HTTP(S), and ``minidocker --trace
+pull busybox`` shows every line of it::
+
+    GET /v2/                                   401, WWW-Authenticate: Bearer
+                                               realm=...,service=...
+    GET REALM?service=...&scope=repository:library/busybox:pull
+                                               200, {"token": "..."}
+    GET /v2/library/busybox/manifests/latest   200, an index: one manifest
+                                               per platform
+    GET /v2/library/busybox/manifests/DIGEST   200, the manifest for ours
+    GET /v2/library/busybox/blobs/CONFIG       200, the image config
+    GET /v2/library/busybox/blobs/LAYER ...    200, each layer (gzip tar)
+
+Everything after the manifest is addressed by digest, so the client checks
+every byte it receives: a blob whose SHA-256 or size is not the one the
+manifest promised is refused before it enters the store.  The manifest
+itself is checked against the digest it was asked for by, or against the
+``Docker-Content-Digest`` the registry announced.
+
+Pushing is the same conversation backwards: ``HEAD`` each blob to see if the
+registry has it, upload the ones it lacks (``POST`` an upload, ``PUT`` the
+bytes with their digest), then ``PUT`` the manifest under the tag.
+
+The settings a user can give, in ``ENGINE_ROOT/daemon.json`` (the keys of
+Docker's ``/etc/docker/daemon.json``) or the environment:
+
+* ``registry-mirrors`` / ``MINIDOCKER_REGISTRY_MIRRORS`` (comma separated):
+  registries asked first for Docker Hub images, as Docker's mirrors are;
+* ``insecure-registries`` / ``MINIDOCKER_INSECURE_REGISTRIES``: hosts that
+  may be reached over plain HTTP or HTTPS with an unverified certificate.
+  ``localhost``, ``127.0.0.1`` and ``::1`` are insecure by default (Docker
+  allows all of 127.0.0.0/8; minidocker only these three names, so that a
+  verified HTTPS registry can be tested on another loopback address);
+* ``ENGINE_ROOT/certs.d/HOST:PORT/ca.crt``: a CA to trust for one registry,
+  as Docker's ``/etc/docker/certs.d``;
+* ``ENGINE_ROOT/auth.json`` (mode 0600, written by ``login``): credentials,
+  in the ``{"auths": {HOST: {"auth": base64(user:password)}}}`` form that
+  Docker's ``config.json`` and podman's ``auth.json`` use.
+"""
+
+import base64
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from minidocker import host
+from minidocker import image
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v1+prettyjws")
+MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEXES = (OCI_INDEX, DOCKER_LIST)
+
+#: Sent with every manifest request.  The registry answers with the first
+#: form it has that the client lists; distribution 2.8 serves an OCI
+#: manifest only to a client that names the OCI type here.
+ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_HOST = "registry-1.docker.io"
+DEFAULT_INSECURE = ("localhost", "127.0.0.1", "::1")
+
+#: Manifests are small; a "manifest" of more than this is an attack (the
+#: limit containerd uses).
+MANIFEST_LIMIT = 4 * 1024 * 1024
+ATTEMPTS = 3
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
+CHUNK = 1 << 16
+TIMEOUT = 60
+
+
+# -- pull: the main idea ---------------------------------------------------
+
+def pull(text, platform=None, progress=None, store=None):
+    """Pull the image ``text`` names into the store and return it.
+
+    Every blob is downloaded into a temporary file inside the store and
+    checked (size, then SHA-256) before it is renamed into place; layers are
+    unpacked once per diff id.  If anything fails, the blobs this pull added
+    are removed again, so a failed pull leaves the store as it found it.
+    """
+    store = store or image.Store()
+    store.ensure()
+    reference = image.Reference.parse(text)
+    progress = progress or Progress(None)
+    wanted = Platform.parse(platform) if platform else Platform.host()
+    last_error = None
+    for client in clients_for(reference.domain, mirrors_first=True):
+        try:
+            return _pull_from(client, reference, wanted, progress, store)
+        except RegistryUnreachable as error:
+            # Docker falls back from a mirror to the next endpoint on any
+            # error; so do we, but only on errors that say "not here".
+            last_error = error
+            host.narrate(4, f"{client.host}: {error}; trying the next endpoint")
+    raise host.EngineError(str(last_error))
+
+
+def _pull_from(client, reference, wanted, progress, store):
+    repository = client.repository_path(reference)
+    progress.say(f"{reference.tag or reference.digest}: Pulling from {repository}")
+    manifest_digest, manifest = client.get_manifest(repository, reference.digest or reference.tag)
+    if manifest["mediaType"] in INDEXES:
+        entry = choose_platform(manifest["document"], wanted, str(reference))
+        manifest_digest, manifest = client.get_manifest(repository, entry["digest"])
+        if manifest["mediaType"] in INDEXES:
+            raise host.EngineError(f"{reference}: an index inside an index is not supported")
+    document = manifest["document"]
+    check_manifest(document, reference)
+    added, unpacked = [], []
+    try:
+        config_bytes = client.get_small_blob(repository, document["config"])
+        config = json.loads(config_bytes)
+        check_config(config, document, wanted, reference)
+        for layer in document["layers"]:
+            check_layer_media_type(layer)
+        added += store_blob_bytes(store, config_bytes, document["config"]["digest"])
+        for layer in document["layers"]:
+            added += download_layer(client, repository, layer, store, progress)
+        added += store_blob_bytes(store, manifest["bytes"], manifest_digest)
+        for layer, diff_id in zip(document["layers"], config["rootfs"]["diff_ids"]):
+            if not os.path.isdir(store.layer_path(diff_id)):
+                store.unpack_layer(layer["digest"], diff_id, layer["mediaType"])
+                unpacked.append(store.layer_path(diff_id))
+            progress.update(short(layer["digest"]), "Pull complete")
+    except BaseException:
+        undo_pull(store, added, unpacked)
+        raise
+    named = image.Reference(reference.domain, reference.path, reference.tag, None) \
+        if reference.tag else reference
+    store.tag(named, manifest_digest)
+    progress.say(f"Digest: {manifest_digest}")
+    progress.say(f"Status: Downloaded newer image for {named.familiar_repository}"
+                 f"{':' + named.tag if named.tag else '@' + manifest_digest}")
+    return store.image(manifest_digest)
+
+
+def undo_pull(store, blobs, layer_directories):
+    """Remove what a failed pull added, so the store is as it was."""
+    for digest in blobs:
+        host.narrate(4, f"pull failed: remove blob {short(digest)} again")
+        os.unlink(store.blob_path(digest))
+    for directory in layer_directories:
+        host.narrate(4, f"pull failed: remove unpacked layer {os.path.basename(directory)[:12]}")
+        shutil.rmtree(directory)
+
+
+def store_blob_bytes(store, data, digest):
+    """Put a small, already checked blob into the store; say if it was new."""
+    if store.has_blob(digest):
+        return []
+    store.put_blob(data, expected_digest=digest)
+    return [digest]
+
+
+def download_layer(client, repository, descriptor, store, progress):
+    """Download one layer blob into the store, checked; say if it was new."""
+    digest = descriptor["digest"]
+    identifier = short(digest)
+    if store.has_blob(digest):
+        progress.update(identifier, "Already exists")
+        return []
+    progress.update(identifier, "Pulling fs layer")
+    temporary = store.temporary_file()
+    try:
+        client.download_blob(repository, descriptor, temporary,
+                             lambda done: progress.bytes(identifier, done, descriptor["size"]))
+        progress.update(identifier, "Verifying Checksum")
+        store.put_blob_file(temporary, expected_digest=digest)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    progress.update(identifier, "Download complete")
+    return [digest]
+
+
+# -- what a manifest must say ----------------------------------------------
+
+def check_manifest(document, reference):
+    """Refuse a manifest that does not describe one image we can unpack."""
+    if not isinstance(document.get("config"), dict) or not isinstance(document.get("layers"), list):
+        raise host.EngineError(f"{reference}: the manifest has no config or no layers")
+    for descriptor in [document["config"], *document["layers"]]:
+        check_descriptor(descriptor, reference)
+
+
+def check_descriptor(descriptor, reference):
+    if not isinstance(descriptor, dict) or not isinstance(descriptor.get("size"), int) \
+            or descriptor["size"] < 0 \
+            or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(descriptor.get("digest"))):
+        raise host.EngineError(f"{reference}: the manifest has an invalid descriptor: "
+                               f"{json.dumps(descriptor)[:200]}")
+
+
+def check_layer_media_type(descriptor):
+    """Say clearly which layer compressions this engine can unpack."""
+    media_type = descriptor.get("mediaType", "")
+    if "foreign" in media_type or descriptor.get("urls"):
+        raise host.EngineError(f"layer {short(descriptor['digest'])} is a foreign layer "
+                               f"({media_type}) that must be fetched from elsewhere; "
+                               "minidocker only pulls from the registry")
+    if media_type.endswith("zstd"):
+        try:
+            import compression.zstd  # noqa: F401  (Python 3.14 and later)
+        except ImportError:
+            raise host.EngineError(
+                f"layer {short(descriptor['digest'])} is zstd-compressed, and this Python "
+                f"({sys.version.split()[0]}) has no compression.zstd module (Python 3.14 adds it)")
+    elif not (media_type.endswith(("tar", "tar.gzip", "tar+gzip"))):
+        raise host.EngineError(f"layer {short(descriptor['digest'])} has an unsupported "
+                               f"media type {media_type!r}")
+
+
+def check_config(config, document, wanted, reference):
+    """The config must list one diff id per layer, for the platform we run."""
+    diff_ids = config.get("rootfs", {}).get("diff_ids")
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(document["layers"]):
+        raise host.EngineError(f"{reference}: the image config lists "
+                               f"{len(diff_ids or [])} diff ids for "
+                               f"{len(document['layers'])} layers")
+    for diff_id in diff_ids:
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(diff_id)):
+            raise host.EngineError(f"{reference}: invalid diff id {diff_id!r}")
+    found = Platform(config.get("os", ""), config.get("architecture", ""), config.get("variant"))
+    if not found.matches(wanted):
+        # Docker pulls the image anyway and warns; so do we.
+        host.narrate(4, f"warning: the image's platform ({found}) does not match the "
+                        f"requested platform ({wanted})")
+
+
+# -- platforms -------------------------------------------------------------
+
+class Platform:
+    """An ``os/architecture[/variant]`` triple, as in ``--platform linux/arm64``."""
+
+    MACHINES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm",
+                "armv6l": "arm", "i686": "386", "i386": "386", "ppc64le": "ppc64le",
+                "s390x": "s390x", "riscv64": "riscv64"}
+
+    def __init__(self, os_name, architecture, variant=None):
+        self.os, self.architecture, self.variant = os_name, architecture, variant or None
+
+    @classmethod
+    def host(cls):
+        machine = os.uname().machine
+        variant = {"armv7l": "v7", "armv6l": "v6"}.get(machine)
+        return cls("linux", cls.MACHINES.get(machine, machine), variant)
+
+    @classmethod
+    def parse(cls, text):
+        parts = text.lower().split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise host.EngineError(f'invalid platform "{text}": expected os/arch[/variant]')
+        return cls(*parts)
+
+    def matches(self, other):
+        """Say whether an image made for ``self`` runs as ``other`` asks."""
+        if (self.os, self.architecture) != (other.os, other.architecture):
+            return False
+        # arm64 images are v8 unless they say otherwise.
+        mine = self.variant or ("v8" if self.architecture == "arm64" else None)
+        theirs = other.variant or ("v8" if other.architecture == "arm64" else None)
+        return theirs is None or mine == theirs
+
+    def __str__(self):
+        return "/".join(part for part in (self.os, self.architecture, self.variant) if part)
+
+
+def choose_platform(index, wanted, name):
+    """Pick the manifest for ``wanted`` from an index, as Docker does."""
+    for entry in index.get("manifests", []):
+        description = entry.get("platform") or {}
+        offered = Platform(description.get("os", ""), description.get("architecture", ""),
+                           description.get("variant"))
+        if offered.matches(wanted):
+            host.narrate(4, f"index: {offered} is {entry.get('digest')}")
+            return entry
+    raise host.EngineError(f"no matching manifest for {wanted} in the manifest list "
+                           f"entries of {name}")
+
+
+# -- push ------------------------------------------------------------------
+
+def push(text, progress=None, store=None):
+    """Push a stored image to the registry its name points at.
+
+    Return the manifest digest the registry now serves it under.
+    """
+    store = store or image.Store()
+    reference = image.Reference.parse(text)
+    stored = store.lookup(text)
+    progress = progress or Progress(None)
+    client = clients_for(reference.domain, mirrors_first=False)[0]
+    repository = client.repository_path(reference)
+    progress.say(f"The push refers to repository [{reference.repository}]")
+    scope = f"repository:{repository}:pull,push"
+    manifest = store.read_blob(stored.digest)
+    document = json.loads(manifest)
+    for descriptor in [*reversed(document["layers"]), document["config"]]:
+        identifier = short(descriptor["digest"])
+        if client.has_blob(repository, descriptor["digest"], scope):
+            progress.update(identifier, "Layer already exists")
+            continue
+        progress.update(identifier, "Preparing")
+        client.upload_blob(repository, descriptor, store.blob_path(descriptor["digest"]), scope)
+        progress.update(identifier, "Pushed")
+    media_type = document.get("mediaType", OCI_MANIFEST)
+    tag = reference.tag or "latest"
+    digest = client.put_manifest(repository, tag, manifest, media_type, scope)
+    progress.say(f"{tag}: digest: {digest} size: {len(manifest)}")
+    return digest
+
+
+# -- login -----------------------------------------------------------------
+
+def login(server, username, password):
+    """Check credentials against a registry, then keep them in auth.json."""
+    domain = normalise_server(server)
+    client = clients_for(domain, mirrors_first=False)[0]
+    client.credentials = (username, password)
+    client.check_login()
+    credentials = read_credentials()
+    secret = base64.b64encode(f"{username}:{password}".encode()).decode()
+    credentials.setdefault("auths", {})[domain] = {"auth": secret}
+    write_credentials(credentials)
+    return domain
+
+
+def logout(server):
+    """Forget the credentials for ``server``; say whether there were any."""
+    domain = normalise_server(server)
+    credentials = read_credentials()
+    if domain not in credentials.get("auths", {}):
+        return False
+    del credentials["auths"][domain]
+    write_credentials(credentials)
+    return True
+
+
+def normalise_server(server):
+    """``docker login`` with no server, or any spelling of Docker Hub, is docker.io."""
+    server = (server or DOCKER_HUB).strip()
+    server = re.sub(r"^https?://", "", server).rstrip("/")
+    server = server.removesuffix("/v1").removesuffix("/v2")
+    if server in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
+        return DOCKER_HUB
+    return server
+
+
+def credentials_path():
+    return os.path.join(host.engine_root(), "auth.json")
+
+
+def read_credentials():
+    try:
+        with open(credentials_path()) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {"auths": {}}
+    except ValueError as error:
+        raise host.EngineError(f"{credentials_path()} is not valid JSON: {error}")
+
+
+def write_credentials(credentials):
+    # write_atomically creates the file with mode 0600: passwords are in it.
+    os.makedirs(host.engine_root(), exist_ok=True)
+    host.write_atomically(credentials_path(), json.dumps(credentials, indent=2) + "\n")
+
+
+def credentials_for(domain):
+    """Return ``(user, password)`` stored for ``domain``, or None."""
+    entry = read_credentials().get("auths", {}).get(domain)
+    if not entry or "auth" not in entry:
+        return None
+    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+    return user, password
+
+
+# -- settings: mirrors and insecure registries -------------------------------
+
+def settings():
+    """Read ``ENGINE_ROOT/daemon.json`` (missing means defaults)."""
+    path = os.path.join(host.engine_root(), "daemon.json")
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except ValueError as error:
+        raise host.EngineError(f"{path} is not valid JSON: {error}")
+
+
+def registry_mirrors():
+    """The mirrors for Docker Hub, environment first, as base URLs."""
+    listed = [m for m in os.environ.get("MINIDOCKER_REGISTRY_MIRRORS", "").split(",") if m.strip()]
+    listed += settings().get("registry-mirrors", [])
+    mirrors = []
+    for mirror in listed:
+        mirror = mirror.strip().rstrip("/")
+        if not re.match(r"^https?://", mirror):
+            raise host.EngineError(f"registry mirror {mirror!r} must start with http:// or https://")
+        mirrors.append(mirror)
+    return mirrors
+
+
+def insecure_registries():
+    listed = [r for r in os.environ.get("MINIDOCKER_INSECURE_REGISTRIES", "").split(",") if r.strip()]
+    listed += settings().get("insecure-registries", [])
+    return {entry.strip() for entry in listed} | set(DEFAULT_INSECURE)
+
+
+def is_insecure(address):
+    """Say whether ``host[:port]`` may be reached without a verified certificate."""
+    insecure = insecure_registries()
+    hostname = urllib.parse.urlsplit(f"//{address}").hostname or address
+    return address in insecure or hostname in insecure or f"[{hostname}]" in insecure
+
+
+def clients_for(domain, mirrors_first):
+    """The endpoints to try for a registry domain, in order."""
+    clients = []
+    if domain == DOCKER_HUB:
+        if mirrors_first:
+            for mirror in registry_mirrors():
+                parts = urllib.parse.urlsplit(mirror)
+                clients.append(Client(DOCKER_HUB, parts.netloc, schemes=[parts.scheme],
+                                      verify=parts.scheme == "https" and not is_insecure(parts.netloc),
+                                      base_path=parts.path, mirror=True))
+        clients.append(Client(DOCKER_HUB, DOCKER_HUB_HOST, schemes=["https"], verify=True))
+    elif is_insecure(domain):
+        # Docker's rule for insecure registries: HTTPS first without
+        # verifying the certificate, plain HTTP if TLS itself fails.
+        clients.append(Client(domain, domain, schemes=["https", "http"], verify=False))
+    else:
+        clients.append(Client(domain, domain, schemes=["https"], verify=True))
+    return clients
+
+
+# -- the HTTP client -------------------------------------------------------
+
+class RegistryUnreachable(host.EngineError):
+    """The endpoint could not be used; another one (a mirror's origin) may."""
+
+
+class Client:
+    """One registry endpoint: how to reach it and how to be let in.
+
+    Authentication follows the registry's ``WWW-Authenticate`` challenge:
+    ``Basic`` sends the stored user and password with each request;
+    ``Bearer`` asks the named realm for a token for each scope
+    (``repository:NAME:pull``), with the stored credentials if there are
+    any, anonymously otherwise (how Docker Hub serves public images).
+    """
+
+    def __init__(self, domain, address, schemes, verify, base_path="", mirror=False):
+        self.domain = domain
+        self.host = address
+        self.schemes = schemes
+        self.verify = verify
+        self.base_path = base_path.rstrip("/")
+        self.mirror = mirror
+        self.scheme = None
+        self.challenge = None
+        self.tokens = {}
+        self.credentials = credentials_for(domain)
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=self.tls_context()), _NoErrorRedirects())
+
+    def tls_context(self):
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        certificate = os.path.join(host.engine_root(), "certs.d", self.host, "ca.crt")
+        if os.path.exists(certificate):
+            context.load_verify_locations(cafile=certificate)
+        return context
+
+    def repository_path(self, reference):
+        """The repository name this endpoint knows the image by."""
+        return reference.path
+
+    # the handshake
+
+    def ping(self):
+        """``GET /v2/``: learn the scheme that works and the auth challenge."""
+        if self.scheme:
+            return
+        last_error = None
+        for scheme in self.schemes:
+            url = f"{scheme}://{self.host}{self.base_path}/v2/"
+            try:
+                response = self._send(urllib.request.Request(url, method="GET"))
+            except ssl.SSLError as error:
+                last_error = error
+                host.narrate(4, f"GET {url}: TLS failed ({error.reason}); "
+                                "this registry is insecure, trying the next scheme")
+                continue
+            except (urllib.error.URLError, OSError) as error:
+                last_error = error
+                if isinstance(getattr(error, "reason", None), ssl.SSLError):
+                    host.narrate(4, f"GET {url}: TLS failed ({error.reason.reason}); "
+                                    "trying the next scheme")
+                    continue
+                break
+            self.scheme = scheme
+            response.read()
+            if response.status == 401:
+                self.challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            elif response.status >= 400 and response.status != 404:
+                raise self.unreachable(f"GET {url} answered {response.status}")
+            return
+        raise self.unreachable(f"cannot reach the registry at {self.host}: "
+                               f"{describe_error(last_error)}")
+
+    def unreachable(self, message):
+        return RegistryUnreachable(message)
+
+    def check_login(self):
+        """Prove the credentials work: a token (Bearer) or a 200 (Basic)."""
+        self.ping()
+        if self.challenge is None:
+            host.narrate(4, f"{self.host} asks for no credentials")
+            return
+        if self.challenge["scheme"] == "bearer":
+            self.token_for("")
+            return
+        response = self.request("GET", "/v2/", scope="")
+        response.read()
+
+    def token_for(self, scope):
+        """Ask the realm named in the challenge for a bearer token for ``scope``."""
+        if scope in self.tokens:
+            return self.tokens[scope]
+        parameters = {"service": self.challenge.get("service", "")}
+        if scope:
+            parameters["scope"] = scope
+        if self.credentials:
+            parameters["account"] = self.credentials[0]
+        url = self.challenge["realm"] + "?" + urllib.parse.urlencode(parameters)
+        request = urllib.request.Request(url)
+        if self.credentials:
+            request.add_unredirected_header("Authorization", basic_header(self.credentials))
+        host.narrate(4, f"ask the token server for {scope or 'a login token'}, "
+                        + ("with the stored credentials" if self.credentials else "anonymously"))
+        response = self._send_with_retries(request)
+        body = response.read()
+        if response.status == 401:
+            raise host.EngineError(f"login to {self.domain} failed: unauthorized: "
+                                   "incorrect username or password")
+        if response.status != 200:
+            raise host.EngineError(f"token server {self.challenge['realm']} answered "
+                                   f"{response.status}: {error_text(body)}")
+        answer = json.loads(body)
+        token = answer.get("token") or answer.get("access_token")
+        if not token:
+            raise host.EngineError(f"token server {self.challenge['realm']} sent no token")
+        host.narrate(4, f"    200: a bearer token for {scope or 'login'} "
+                        f"(expires in {answer.get('expires_in', 60)} s)")
+        self.tokens[scope] = token
+        return token
+
+    def authorize(self, request, scope):
+        if self.challenge is None:
+            return
+        if self.challenge["scheme"] == "bearer":
+            request.add_unredirected_header("Authorization", f"Bearer {self.token_for(scope)}")
+        elif self.challenge["scheme"] == "basic" and self.credentials:
+            request.add_unredirected_header("Authorization", basic_header(self.credentials))
+
+    def request(self, method, path, *, scope, headers=None, data=None, ok=(200,)):
+        """Send one authorised request; return the response if its status is in ``ok``.
+
+        A ``401`` with a new challenge (a token for another scope is needed)
+        is answered once; transient failures are retried.
+        """
+        self.ping()
+        url = path if "://" in path else f"{self.scheme}://{self.host}{self.base_path}{path}"
+        for attempt in ("first", "after a new challenge"):
+            request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+            self.authorize(request, scope)
+            response = self._send_with_retries(request)
+            if response.status != 401 or attempt != "first":
+                break
+            challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            response.read()
+            if not challenge or (challenge == self.challenge and self.credentials is None
+                                 and challenge["scheme"] == "basic"):
+                break
+            self.challenge = challenge
+            self.tokens.pop(scope, None)
+            scope = challenge.get("scope", scope)
+        if response.status in ok:
+            return response
+        body = response.read(65536)
+        message = error_text(body) or http.client.responses.get(response.status, "")
+        if response.status == 401:
+            if self.credentials is None:
+                raise host.EngineError(f"{method} {url}: unauthorized: authentication "
+                                       f"required (use: minidocker login {self.domain})")
+            raise host.EngineError(f"{method} {url}: unauthorized: {message}")
+        if response.status == 404 and self.mirror:
+            raise self.unreachable(f"{method} {url}: not found on the mirror")
+        raise host.EngineError(f"{method} {url}: {response.status} {message}")
+
+    def _send_with_retries(self, request):
+        """Send, retrying what is worth retrying: 5xx, 429, dropped connections."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response = self._send(request)
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                if attempt == ATTEMPTS or not is_transient(error):
+                    raise host.EngineError(f"{request.get_method()} {request.full_url}: "
+                                           f"{describe_error(error)}")
+                host.narrate(4, f"    {describe_error(error)}; retrying ({attempt}/{ATTEMPTS})")
+            else:
+                if response.status not in RETRY_STATUSES or attempt == ATTEMPTS:
+                    return response
+                response.read()
+                host.narrate(4, f"    {response.status}: retrying ({attempt}/{ATTEMPTS})")
+            time.sleep(0.25 * 2 ** (attempt - 1))
+
+    def _send(self, request):
+        """Send one request and narrate it; HTTP errors come back as responses."""
+        shown = request.full_url.split("?")[0] if "/token" not in request.full_url \
+            else request.full_url
+        accept = request.get_header("Accept")
+        host.narrate(4, f"{request.get_method()} {shown}" + (f"  Accept: {accept}" if accept else ""))
+        try:
+            response = self.opener.open(request, timeout=TIMEOUT)
+        except urllib.error.HTTPError as error:
+            response = error
+        details = []
+        for name in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Location"):
+            if response.headers.get(name):
+                value = response.headers[name]
+                details.append(f"{name}: {value if len(value) < 120 else value[:117] + '...'}")
+        host.narrate(4, f"    {response.status} {'; '.join(details)}")
+        return response
+
+    # manifests
+
+    def get_manifest(self, repository, reference):
+        """Fetch a manifest or index; return ``(digest, {mediaType, document, bytes})``.
+
+        By digest, the bytes must hash to it; by tag, to the digest the
+        registry announces (if it announces one).
+        """
+        response = self.request("GET", f"/v2/{repository}/manifests/{reference}",
+                                scope=f"repository:{repository}:pull",
+                                headers={"Accept": ACCEPT})
+        body = response.read(MANIFEST_LIMIT + 1)
+        if len(body) > MANIFEST_LIMIT:
+            raise host.EngineError(f"manifest {repository}:{reference} is larger than "
+                                   f"{MANIFEST_LIMIT} bytes; refusing it")
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        expected = reference if reference.startswith("sha256:") else \
+            response.headers.get("Docker-Content-Digest")
+        if expected and expected.startswith("sha256:") and expected != digest:
+            raise host.EngineError(f"manifest {repository}@{expected}: the registry sent "
+                                   f"content with digest {digest}; refusing it")
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise host.EngineError(f"manifest {repository}:{reference} is not JSON")
+        media_type = document.get("mediaType") or \
+            response.headers.get("Content-Type", "").split(";")[0].strip()
+        if not media_type:
+            media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
+        if media_type in DOCKER_SCHEMA1:
+            raise host.EngineError(f"{repository}:{reference} uses Docker image manifest "
+                                   "schema 1, which minidocker does not support")
+        if media_type not in MANIFESTS + INDEXES:
+            raise host.EngineError(f"{repository}:{reference}: unsupported manifest media type "
+                                   f"{media_type!r}")
+        host.narrate(4, f"    manifest {digest} ({media_type.split('/')[-1]})")
+        return digest, {"mediaType": media_type, "document": document, "bytes": body}
+
+    def put_manifest(self, repository, tag, body, media_type, scope):
+        response = self.request("PUT", f"/v2/{repository}/manifests/{tag}", scope=scope,
+                                headers={"Content-Type": media_type}, data=body, ok=(200, 201))
+        response.read()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        announced = response.headers.get("Docker-Content-Digest")
+        if announced and announced != digest:
+            raise host.EngineError(f"the registry stored the manifest as {announced}, "
+                                   f"not {digest}")
+        return digest
+
+    # blobs
+
+    def get_small_blob(self, repository, descriptor):
+        """Fetch a small blob (the config) into memory, checked."""
+        if descriptor["size"] > MANIFEST_LIMIT:
+            raise host.EngineError(f"config blob {descriptor['digest']} is too large")
+        response = self.request("GET", f"/v2/{repository}/blobs/{descriptor['digest']}",
+                                scope=f"repository:{repository}:pull")
+        body = read_checked(response, descriptor, lambda done: None, None)
+        return body
+
+    def download_blob(self, repository, descriptor, path, report):
+        """Stream a blob into ``path``; check its size and digest.
+
+        A connection that drops before the promised size is retried from the
+        start (the file is truncated first); a wrong digest is not retried.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            response = self.request("GET", f"/v2/{repository}/blobs/{descriptor['digest']}",
+                                    scope=f"repository:{repository}:pull")
+            try:
+                with open(path, "wb") as target:
+                    read_checked(response, descriptor, report, target)
+                return
+            except ShortBlob as error:
+                if attempt == ATTEMPTS:
+                    raise host.EngineError(str(error))
+                host.narrate(4, f"    {error}; retrying ({attempt}/{ATTEMPTS})")
+                time.sleep(0.25 * 2 ** (attempt - 1))
+
+    def has_blob(self, repository, digest, scope):
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", scope=scope,
+                                ok=(200, 404))
+        response.read()
+        return response.status == 200
+
+    def upload_blob(self, repository, descriptor, path, scope):
+        """Monolithic upload: ``POST`` for an upload URL, ``PUT`` the bytes there."""
+        response = self.request("POST", f"/v2/{repository}/blobs/uploads/", scope=scope,
+                                data=b"", ok=(202,))
+        response.read()
+        location = response.headers.get("Location")
+        if not location:
+            raise host.EngineError(f"{self.host} gave no upload location")
+        location = urllib.parse.urljoin(f"{self.scheme}://{self.host}/", location)
+        separator = "&" if "?" in location else "?"
+        url = f"{location}{separator}digest={urllib.parse.quote(descriptor['digest'])}"
+        with open(path, "rb") as blob:
+            data = blob.read()
+        response = self.request("PUT", url, scope=scope, data=data, ok=(201, 204),
+                                headers={"Content-Type": "application/octet-stream"})
+        response.read()
+
+
+class _NoErrorRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (registries send blobs from storage elsewhere), narrated."""
+
+    def redirect_request(self, request, fp, code, message, headers, new_url):
+        host.narrate(4, f"    {code} redirect to {new_url.split('?')[0]}")
+        return super().redirect_request(request, fp, code, message, headers, new_url)
+
+
+class ShortBlob(Exception):
+    """The connection closed before the blob's promised size arrived."""
+
+
+def read_checked(response, descriptor, report, target):
+    """Read a blob's body, checking size and digest; write it to ``target``.
+
+    Never reads more than one byte past the promised size, so a hostile
+    server cannot fill the disk.  Returns the bytes when ``target`` is None.
+    """
+    expected_size, expected_digest = descriptor["size"], descriptor["digest"]
+    digest = hashlib.sha256()
+    collected = []
+    done = 0
+    try:
+        while done <= expected_size:
+            chunk = response.read(min(CHUNK, expected_size + 1 - done))
+            if not chunk:
+                break
+            digest.update(chunk)
+            done += len(chunk)
+            if target is None:
+                collected.append(chunk)
+            else:
+                target.write(chunk)
+            report(done)
+    except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as error:
+        raise ShortBlob(f"blob {expected_digest}: the connection broke after {done} of "
+                        f"{expected_size} bytes ({describe_error(error)})")
+    finally:
+        response.close()
+    if done < expected_size:
+        raise ShortBlob(f"blob {expected_digest}: got {done} of {expected_size} bytes "
+                        "(truncated)")
+    if done > expected_size:
+        raise host.EngineError(f"blob {expected_digest}: the registry sent more than the "
+                               f"{expected_size} bytes the manifest promised; refusing it")
+    found = "sha256:" + digest.hexdigest()
+    if found != expected_digest:
+        raise host.EngineError(f"blob {expected_digest}: the registry sent content with "
+                               f"digest {found}; refusing it")
+    host.narrate(4, f"    verified {expected_digest} ({done} bytes)")
+    return b"".join(collected)
+
+
+# -- small helpers ---------------------------------------------------------
+
+def parse_challenge(header):
+    """Parse ``WWW-Authenticate: Bearer realm="...",service="...",scope="..."``."""
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        return None
+    challenge = {"scheme": scheme.lower()}
+    for key, value in re.findall(r'(\w+)="([^"]*)"', rest):
+        challenge[key.lower()] = value
+    if challenge["scheme"] == "bearer" and "realm" not in challenge:
+        raise host.EngineError(f"the registry's bearer challenge names no realm: {header!r}")
+    return challenge
+
+
+def basic_header(credentials):
+    user, password = credentials
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def is_transient(error):
+    """Say whether a failed request might succeed if sent again."""
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, (ConnectionRefusedError, ssl.SSLError, socket.gaierror)):
+        return False
+    return isinstance(reason, (ConnectionError, TimeoutError, socket.timeout,
+                               http.client.HTTPException, OSError))
+
+
+def describe_error(error):
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, socket.gaierror):
+        return f"cannot resolve the host name ({reason.strerror})"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror.lower()
+    return str(reason) or type(reason).__name__
+
+
+def error_text(body):
+    """The message of a distribution API error body, else the body's start."""
+    try:
+        errors = json.loads(body).get("errors") or []
+        return "; ".join(f"{e.get('code', '').lower()}: {e.get('message', '')}" for e in errors)
+    except (ValueError, AttributeError):
+        return body[:200].decode(errors="replace").strip()
+
+
+def short(digest):
+    """The 12 hex digits Docker shows for a layer."""
+    return digest.split(":")[-1][:12]
+
+
+# -- progress ----------------------------------------------------------------
+
+class Progress:
+    """Pull and push progress, as Docker shows it.
+
+    On a terminal each layer has one line that is rewritten in place
+    (``a3ed95caeb02: Downloading  1.2MB/2.8MB``); otherwise each status
+    change is a plain line of its own, and byte counts are left out.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.terminal = bool(stream) and stream.isatty()
+        self.lines = []
+        self.last_draw = 0.0
+
+    def say(self, text):
+        if self.stream:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+            if self.terminal:
+                self.lines = []
+
+    def update(self, identifier, status):
+        if not self.stream:
+            return
+        if not self.terminal:
+            self.stream.write(f"{identifier}: {status}\n")
+            self.stream.flush()
+            return
+        self._draw(identifier, status)
+
+    def bytes(self, identifier, done, total):
+        if not self.terminal:
+            return
+        now = time.monotonic()
+        if done < total and now - self.last_draw < 0.1:
+            return
+        self.last_draw = now
+        width = 40
+        filled = width * done // total if total else width
+        bar = "[" + "=" * max(filled - 1, 0) + (">" if filled < width else "=") + \
+            " " * (width - filled) + "]"
+        self._draw(identifier, f"Downloading {bar} {human_size(done)}/{human_size(total)}")
+
+    def _draw(self, identifier, status):
+        if identifier not in self.lines:
+            self.lines.append(identifier)
+            self.stream.write("\n")
+        up = len(self.lines) - self.lines.index(identifier)
+        # Move up to the layer's line, clear it, write, move back down.
+        self.stream.write(f"\033[{up}A\r\033[2K{identifier}: {status}\033[{up}B\r")
+        self.stream.flush()
+
+
+def human_size(count):
+    """Sizes as Docker prints them: decimal units, three significant digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if count < 1000 or unit == "TB":
+            return f"{count:.3g}{unit}" if unit != "B" else f"{count}B"
+        count /= 1000
+    return f"{count}B"
