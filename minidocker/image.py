@@ -1,0 +1,562 @@
+"""Chapter 4: images, the read-only templates containers start from.
+
+An image is a stack of *layers* (tar archives of file changes) plus a
+*config* (the command, environment, working directory and user to run
+with).  A *manifest* lists the config and the layers by digest, the
+SHA-256 of their bytes; the digest of the manifest itself names the image
+everywhere.  Because every piece is addressed by its content, nothing can
+change under a name without the name changing too.
+
+minidocker keeps its images as an OCI image layout (the OCI image spec's
+directory format), so tools nobody here wrote (``skopeo``, ``umoci``) can
+read the store directly::
+
+    ENGINE_ROOT/images/oci-layout        {"imageLayoutVersion": "1.0.0"}
+    ENGINE_ROOT/images/index.json        the names, each pointing at a manifest
+    ENGINE_ROOT/images/blobs/sha256/...  manifests, configs and layers
+    ENGINE_ROOT/layers/DIFFID/           each layer unpacked once, shared by
+                                         every image and container using it
+
+In an unpacked layer a deleted file (``.wh.NAME`` in the tar) becomes a
+character device 0/0 and an opaque directory (``.wh..wh..opq``) carries the
+``trusted.overlay.opaque`` attribute: the format overlayfs reads directly.
+"""
+
+import datetime
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+
+from minidocker import host
+
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+REF_NAME = "org.opencontainers.image.ref.name"
+FULL_NAME = "io.containerd.image.name"
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+
+
+# -- names ---------------------------------------------------------------
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+
+
+class Reference:
+    """An image reference, normalised the way Docker does it.
+
+    ``busybox`` means ``docker.io/library/busybox:latest``; a first
+    component with a dot or a colon, or ``localhost``, is a registry host.
+    """
+
+    def __init__(self, domain, path, tag, digest):
+        self.domain, self.path, self.tag, self.digest = domain, path, tag, digest
+
+    @classmethod
+    def parse(cls, text):
+        match = _REFERENCE.match(text or "")
+        if not match or len(text) > 255:
+            raise host.EngineError(f'invalid reference format: "{text}"')
+        domain, path = match["domain"], match["path"]
+        if domain and not ("." in domain or ":" in domain or domain == "localhost"
+                           or domain != domain.lower()):
+            path, domain = f"{domain}/{path}", None
+        if domain and domain != domain.lower() and "." not in domain and ":" not in domain:
+            raise host.EngineError(f'invalid reference format: repository name must be lowercase: "{text}"')
+        domain = domain or "docker.io"
+        if domain == "index.docker.io":
+            domain = "docker.io"
+        if domain == "docker.io" and "/" not in path:
+            path = f"library/{path}"
+        tag = match["tag"] or (None if match["digest"] else "latest")
+        return cls(domain, path, tag, match["digest"])
+
+    @property
+    def repository(self):
+        """The full repository name, e.g. ``docker.io/library/busybox``."""
+        return f"{self.domain}/{self.path}"
+
+    @property
+    def familiar_repository(self):
+        """The repository as Docker prints it: ``busybox``, ``user/app``."""
+        if self.domain == "docker.io":
+            return self.path.removeprefix("library/")
+        return self.repository
+
+    def __str__(self):
+        text = self.repository
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+    def familiar(self):
+        """The short name used in the layout's ref.name annotation.
+
+        ``busybox`` for ``busybox:latest`` (so ``skopeo inspect
+        oci:STORE:busybox`` finds it), ``app:1.0`` otherwise.
+        """
+        name = self.familiar_repository
+        if self.tag and self.tag != "latest":
+            name += f":{self.tag}"
+        return name
+
+
+# -- the store -----------------------------------------------------------
+
+class Store:
+    """The engine's images: an OCI image layout plus unpacked layers."""
+
+    def __init__(self, root=None):
+        self.root = root or host.engine_root()
+        self.layout = os.path.join(self.root, "images")
+        self.blobs = os.path.join(self.layout, "blobs", "sha256")
+        self.layers = os.path.join(self.root, "layers")
+        self.lock_path = os.path.join(self.root, "images.lock")
+
+    def ensure(self):
+        """Create the layout's skeleton if this engine root is new."""
+        os.makedirs(self.blobs, exist_ok=True)
+        os.makedirs(self.layers, exist_ok=True)
+        marker = os.path.join(self.layout, "oci-layout")
+        if not os.path.exists(marker):
+            host.write_atomically(marker, json.dumps({"imageLayoutVersion": "1.0.0"}))
+            host.write_atomically(os.path.join(self.layout, "index.json"),
+                                  json.dumps({"schemaVersion": 2, "manifests": []}))
+
+    # blobs
+
+    def blob_path(self, digest):
+        algorithm, _, hexadecimal = digest.partition(":")
+        if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexadecimal):
+            raise host.EngineError(f"invalid digest {digest!r}")
+        return os.path.join(self.blobs, hexadecimal)
+
+    def has_blob(self, digest):
+        return os.path.exists(self.blob_path(digest))
+
+    def read_blob(self, digest):
+        with open(self.blob_path(digest), "rb") as blob:
+            return blob.read()
+
+    def read_json(self, digest):
+        return json.loads(self.read_blob(digest))
+
+    def put_blob(self, data, expected_digest=None):
+        """Store bytes as a blob and return their digest.
+
+        With ``expected_digest`` the bytes are verified first: a blob whose
+        content does not match its name never enters the store.
+        """
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if expected_digest and digest != expected_digest:
+            raise host.EngineError(f"digest mismatch: expected {expected_digest}, got {digest}")
+        path = self.blob_path(digest)
+        if not os.path.exists(path):
+            host.write_atomically(path, data)
+            os.chmod(path, 0o644)
+        return digest
+
+    def put_blob_file(self, temporary_path, expected_digest=None):
+        """Move a verified file into the store as a blob; return its digest."""
+        digest = "sha256:" + file_sha256(temporary_path)
+        if expected_digest and digest != expected_digest:
+            os.unlink(temporary_path)
+            raise host.EngineError(f"digest mismatch: expected {expected_digest}, got {digest}")
+        os.chmod(temporary_path, 0o644)
+        os.rename(temporary_path, self.blob_path(digest))
+        return digest
+
+    def temporary_file(self):
+        """A temporary file inside the store, renamed into place when verified."""
+        self.ensure()
+        descriptor, path = tempfile.mkstemp(dir=self.blobs, prefix=".incoming-")
+        os.close(descriptor)
+        return path
+
+    # the index
+
+    def index(self):
+        self.ensure()
+        with open(os.path.join(self.layout, "index.json")) as handle:
+            return json.load(handle)
+
+    def write_index(self, index):
+        host.write_atomically(os.path.join(self.layout, "index.json"),
+                              json.dumps(index, indent=2))
+
+    def tag(self, reference, manifest_digest):
+        """Point ``reference`` at a stored manifest (replacing an older one)."""
+        manifest = self.read_blob(manifest_digest)
+        with host.locked(self.lock_path):
+            index = self.index()
+            index["manifests"] = [entry for entry in index["manifests"]
+                                  if entry.get("annotations", {}).get(FULL_NAME) != str(reference)]
+            index["manifests"].append({
+                "mediaType": json.loads(manifest).get("mediaType", MEDIA_MANIFEST),
+                "digest": manifest_digest,
+                "size": len(manifest),
+                "annotations": {REF_NAME: reference.familiar(), FULL_NAME: str(reference)},
+            })
+            self.write_index(index)
+
+    def untag(self, reference):
+        with host.locked(self.lock_path):
+            index = self.index()
+            index["manifests"] = [entry for entry in index["manifests"]
+                                  if entry.get("annotations", {}).get(FULL_NAME) != str(reference)]
+            self.write_index(index)
+
+    def images(self):
+        """Return ``[(reference or None, manifest digest)]`` for every name."""
+        entries = []
+        for entry in self.index()["manifests"]:
+            name = entry.get("annotations", {}).get(FULL_NAME)
+            entries.append((Reference.parse(name) if name else None, entry["digest"]))
+        return entries
+
+    # looking images up
+
+    def lookup(self, text):
+        """Find an image by name, digest or (prefix of its) image id.
+
+        Returns an :class:`Image`; raises ``EngineError`` when nothing
+        matches, with Docker's wording.
+        """
+        entries = self.images()
+        if re.fullmatch(r"(sha256:)?[0-9a-f]{4,64}", text):
+            wanted = text.removeprefix("sha256:")
+            matches = {digest for _, digest in entries
+                       if self.image(digest).id.removeprefix("sha256:").startswith(wanted)}
+            if len(matches) == 1:
+                return self.image(matches.pop())
+        try:
+            reference = Reference.parse(text)
+        except host.EngineError:
+            reference = None
+        if reference:
+            for name, digest in entries:
+                if name and str(name) == str(reference):
+                    return self.image(digest)
+                if name and reference.digest and name.repository == reference.repository \
+                        and digest == reference.digest:
+                    return self.image(digest)
+        raise host.EngineError(f"No such image: {text}")
+
+    def image(self, manifest_digest):
+        return Image(self, manifest_digest)
+
+    # layers
+
+    def layer_path(self, diff_id):
+        return os.path.join(self.layers, diff_id.removeprefix("sha256:"))
+
+    def unpack_layer(self, blob_digest, diff_id, media_type):
+        """Unpack a layer blob once; later images share the directory."""
+        target = self.layer_path(diff_id)
+        if os.path.isdir(target):
+            return target
+        with host.locked(target + ".lock"):
+            if os.path.isdir(target):
+                return target
+            staging = tempfile.mkdtemp(dir=self.layers, prefix=".unpack-")
+            try:
+                host.narrate(4, f"unpack layer {diff_id[:19]} into {target}")
+                with open(self.blob_path(blob_digest), "rb") as blob:
+                    stream = gzip.GzipFile(fileobj=blob) if media_type.endswith("gzip") else blob
+                    unpack(stream, staging)
+                os.rename(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        try:
+            os.unlink(target + ".lock")
+        except FileNotFoundError:
+            pass
+        return target
+
+    # writing new images
+
+    def add_image(self, layers, config, reference=None):
+        """Store a new image from layer blobs and a config; return its Image.
+
+        ``layers`` is a list of ``(blob digest, size, media type)``.
+        """
+        config_bytes = canonical_json(config)
+        config_digest = self.put_blob(config_bytes)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest,
+                       "size": len(config_bytes)},
+            "layers": [{"mediaType": media, "digest": digest, "size": size}
+                       for digest, size, media in layers],
+        }
+        manifest_digest = self.put_blob(canonical_json(manifest))
+        if reference:
+            self.tag(reference, manifest_digest)
+        return self.image(manifest_digest)
+
+    def import_tarball(self, path, reference, changes=None):
+        """Make a one-layer image from a flat root filesystem tarball."""
+        self.ensure()
+        temporary = self.temporary_file()
+        try:
+            with open(path if path != "-" else "/dev/stdin", "rb") as source:
+                head = source.read(2)
+                source_stream = io.BufferedReader(_Prepend(head, source))
+                if head == b"\x1f\x8b":
+                    source_stream = gzip.GzipFile(fileobj=source_stream)
+                with open(temporary, "wb") as blob:
+                    shutil.copyfileobj(source_stream, blob, 1 << 20)
+            if not tarfile.is_tarfile(temporary):
+                raise host.EngineError(f"{path}: not a tar archive")
+            size = os.path.getsize(temporary)
+            digest = self.put_blob_file(temporary)
+        except FileNotFoundError:
+            raise host.EngineError(f"open {path}: no such file or directory")
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        self.unpack_layer(digest, digest, MEDIA_LAYER)
+        config = new_config([digest], changes or {}, "import")
+        return self.add_image([(digest, size, MEDIA_LAYER)], config, reference)
+
+    def images_using_layer_dirs(self):
+        """Return the set of unpacked layer directories some image needs."""
+        needed = set()
+        for _, digest in self.images():
+            needed.update(self.image(digest).layer_directories(unpack=False))
+        return needed
+
+    def remove_unused(self, keep_directories=()):
+        """Delete blobs and unpacked layers that no name refers to any more.
+
+        ``keep_directories`` are unpacked layers a container still runs on
+        (after ``rmi -f``); they stay until that container is removed.
+        """
+        with host.locked(self.lock_path):
+            keep = set()
+            for _, digest in self.images():
+                image = self.image(digest)
+                keep.add(digest.split(":")[1])
+                keep.add(image.manifest["config"]["digest"].split(":")[1])
+                keep.update(layer["digest"].split(":")[1] for layer in image.manifest["layers"])
+                keep.update(d.split(":")[1] for d in image.diff_ids)
+            for name in os.listdir(self.blobs):
+                if name not in keep and not name.startswith(".incoming-"):
+                    os.unlink(os.path.join(self.blobs, name))
+            for name in os.listdir(self.layers):
+                path = os.path.join(self.layers, name)
+                if name not in keep and path not in keep_directories \
+                        and not name.endswith(".lock") and not name.startswith("."):
+                    host.narrate(4, f"remove unused layer {name[:12]}")
+                    shutil.rmtree(path)
+
+
+class _Prepend(io.RawIOBase):
+    """A stream that gives back bytes already read, then the rest."""
+
+    def __init__(self, head, rest):
+        self.head, self.rest = head, rest
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if self.head:
+            count = min(len(buffer), len(self.head))
+            buffer[:count], self.head = self.head[:count], self.head[count:]
+            return count
+        data = self.rest.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+class Image:
+    """One stored image: its manifest, config and layers."""
+
+    def __init__(self, store, manifest_digest):
+        self.store = store
+        self.digest = manifest_digest
+        try:
+            self.manifest = store.read_json(manifest_digest)
+            self.config = store.read_json(self.manifest["config"]["digest"])
+        except FileNotFoundError:
+            raise host.EngineError(f"image {manifest_digest} is incomplete: a blob is missing")
+
+    @property
+    def id(self):
+        """Docker's image id: the digest of the config."""
+        return self.manifest["config"]["digest"]
+
+    @property
+    def diff_ids(self):
+        return self.config.get("rootfs", {}).get("diff_ids", [])
+
+    @property
+    def run_config(self):
+        """The ``config`` part of the image config: Cmd, Env, WorkingDir, ..."""
+        return self.config.get("config") or {}
+
+    def names(self):
+        return [str(name) for name, digest in self.store.images() if digest == self.digest and name]
+
+    def layer_directories(self, unpack=True):
+        """Return the unpacked layer directories, lowest first."""
+        directories = []
+        for layer, diff_id in zip(self.manifest["layers"], self.diff_ids):
+            if unpack:
+                directories.append(self.store.unpack_layer(layer["digest"], diff_id,
+                                                           layer["mediaType"]))
+            else:
+                directories.append(self.store.layer_path(diff_id))
+        return directories
+
+    def size(self):
+        return sum(layer.get("size", 0) for layer in self.manifest["layers"])
+
+
+def new_config(diff_ids, run_config, created_by, parent=None):
+    """Return an OCI image config for the given layers."""
+    now = utc_now()
+    parent = parent or {}
+    history = list(parent.get("history", []))
+    history.append({"created": now, "created_by": created_by})
+    return {
+        "created": now,
+        "architecture": parent.get("architecture", host_architecture()),
+        "os": "linux",
+        "config": run_config,
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+        "history": history,
+    }
+
+
+def host_architecture():
+    """The host's architecture in the OCI spelling (amd64, arm64, ...)."""
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(machine, machine)
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- unpacking a layer, safely -------------------------------------------
+
+def unpack(stream, target):
+    """Extract a layer tar stream into the empty directory ``target``.
+
+    The archive is hostile until checked.  Every entry must land inside
+    ``target``: no absolute names, no ``..``, no writing *through* a
+    symbolic link the archive made earlier, no hard link to anything
+    outside.  What an image may legitimately carry stays: owners, setuid
+    bits, device nodes, extended attributes.  Whiteouts become overlayfs'
+    own format.
+    """
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        for member in archive:
+            name = safe_name(member.name)
+            if name is None:
+                continue
+            directory, base = os.path.split(name)
+            check_no_links_on_the_way(target, directory, member.name)
+            path = os.path.join(target, name)
+            if base == OPAQUE_MARKER:
+                os.makedirs(os.path.join(target, directory), exist_ok=True)
+                os.setxattr(os.path.join(target, directory), "trusted.overlay.opaque", b"y")
+                continue
+            if base.startswith(WHITEOUT_PREFIX):
+                whiteout = os.path.join(target, directory, base[len(WHITEOUT_PREFIX):])
+                if base[len(WHITEOUT_PREFIX):] in ("", ".", ".."):
+                    raise host.EngineError(f"layer entry {member.name!r}: invalid whiteout")
+                remove_existing(whiteout)
+                os.mknod(whiteout, stat.S_IFCHR | 0o600, 0)
+                continue
+            if member.islnk():
+                link = safe_name(member.linkname)
+                if link is None:
+                    raise host.EngineError(f"layer entry {member.name!r}: hard link out of the layer")
+                check_no_links_on_the_way(target, os.path.dirname(link), member.linkname)
+                source = os.path.join(target, link)
+                if not os.path.isfile(source) or os.path.islink(source):
+                    raise host.EngineError(f"layer entry {member.name!r}: hard link to a missing file")
+                remove_existing(path)
+                os.link(source, path)
+                continue
+            if not member.isdir():
+                remove_existing(path)
+            elif os.path.lexists(path) and not os.path.isdir(path):
+                remove_existing(path)
+            member.name = name
+            archive.extract(member, target, filter="fully_trusted", set_attrs=True,
+                            numeric_owner=True)
+            apply_extended_attributes(member, path)
+
+
+def safe_name(name):
+    """Return the entry's path relative to the layer root, or raise.
+
+    ``None`` means the entry is the root itself (``./``), which is skipped.
+    """
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if name.startswith("/") or ".." in parts:
+        raise host.EngineError(f"layer entry {name!r} points outside the layer")
+    return "/".join(parts) or None
+
+
+def check_no_links_on_the_way(target, directory, original):
+    """Refuse an entry whose parent directories include a symbolic link."""
+    current = target
+    for part in [p for p in directory.split("/") if p]:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            raise host.EngineError(f"layer entry {original!r} goes through a symbolic link")
+        if os.path.lexists(current) and not os.path.isdir(current):
+            raise host.EngineError(f"layer entry {original!r}: a parent is not a directory")
+
+
+def remove_existing(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def apply_extended_attributes(member, path):
+    """Set the extended attributes a PAX header carries (``SCHILY.xattr.*``)."""
+    for key, value in (member.pax_headers or {}).items():
+        if key.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(path, key[len("SCHILY.xattr."):],
+                            value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            except OSError as error:
+                host.narrate(4, f"cannot keep xattr {key} on {path}: {error.strerror}")

@@ -1,0 +1,484 @@
+"""Chapter 3: the root filesystem, from chroot to a root nobody can climb out of.
+
+A container's files are the image's layers stacked with overlayfs, plus a
+writable layer of its own on top (copy-on-write: the image never changes).
+On top of that root the engine mounts what a Linux program expects to find:
+``/proc``, a small ``/dev``, a read-only ``/sys``, the three files that tell
+a program who it is on the network (``/etc/hostname``, ``/etc/hosts``,
+``/etc/resolv.conf``) and the user's volumes.
+
+Then the process must be made to *stay* there.  chroot(2) alone is not
+enough: "This call does not change the current working directory [...] In
+particular, the superuser can escape from a 'chroot jail' by doing: mkdir
+foo; chroot foo; cd .."  So the engine first *moves* the container's root
+mount on top of ``/`` in its private mount namespace (``mount --move``), and
+only then chroots into it: ``..`` at the top of that tree leads back into
+the container, because the container's root now hides the host's.
+
+Everything here runs in the child that will become the container's PID 1,
+inside its new mount namespace, except :func:`create` and :func:`remove`,
+which the engine runs on the host side.  The order of the steps is the
+order of :func:`build`.
+"""
+
+import fcntl
+import os
+import shutil
+import socket
+import stat
+import struct
+import termios
+
+from minidocker import host
+
+#: Docker's default capability set; with it ``CapBnd`` reads 00000000a80425fb.
+DEFAULT_CAPABILITIES = (
+    "chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid",
+    "setpcap", "net_bind_service", "net_raw", "sys_chroot", "mknod",
+    "audit_write", "setfcap",
+)
+
+#: Paths Docker hides from the container (files get /dev/null, directories
+#: an empty read-only tmpfs).  Only those that exist on this kernel are
+#: masked: mount(2) cannot cover what is not there.
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+    "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+
+#: Paths Docker leaves visible but read-only.
+READ_ONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+#: The device nodes of a container's /dev: name, major, minor.
+DEVICES = (
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7),
+    ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
+)
+
+DEVICE_LINKS = (
+    ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+
+#: The files the engine writes for each container and binds over the image's.
+NETWORK_FILES = ("hostname", "hosts", "resolv.conf")
+
+
+# -- on the host side: the container's layers ----------------------------
+
+def choose_driver(requested=None):
+    """Return the storage driver to use: ``overlay`` or ``vfs``.
+
+    overlay needs the kernel's overlay filesystem; without it, the engine
+    falls back to ``vfs``, which copies the image's layers for each
+    container (slow, but works everywhere).  ``--storage-driver`` and
+    ``MINIDOCKER_STORAGE_DRIVER`` choose explicitly, so both are tested.
+    """
+    driver = requested or os.environ.get("MINIDOCKER_STORAGE_DRIVER")
+    if driver not in (None, "", "overlay", "vfs"):
+        raise host.EngineError(f"unknown storage driver {driver!r}: use overlay or vfs")
+    if driver:
+        return driver
+    with open("/proc/filesystems") as filesystems:
+        if any(line.split()[-1] == "overlay" for line in filesystems):
+            return "overlay"
+    host.narrate(3, "no overlay filesystem in this kernel: using the vfs (copying) driver")
+    return "vfs"
+
+
+def create(directory, layers, driver):
+    """Lay out a new container's filesystem directories under ``directory``.
+
+    ``layers`` are the image's unpacked layer directories, lowest first.
+    The *init* layer holds the empty files and directories that mounts will
+    cover, so they never show up as the container's own changes (Docker
+    keeps the same kind of layer).  For overlay, ``upper`` receives the
+    container's changes; for vfs, ``rootfs`` is a full private copy.
+    """
+    init = os.path.join(directory, "init")
+    for name in ("etc", "dev", "proc", "sys"):
+        os.makedirs(os.path.join(init, name), exist_ok=True)
+    for name in NETWORK_FILES:
+        open(os.path.join(init, "etc", name), "a").close()
+    os.makedirs(os.path.join(directory, "merged"), exist_ok=True)
+    if driver == "overlay":
+        os.makedirs(os.path.join(directory, "upper"), exist_ok=True)
+        os.makedirs(os.path.join(directory, "work"), exist_ok=True)
+    else:
+        copy = os.path.join(directory, "rootfs")
+        os.makedirs(copy, exist_ok=True)
+        host.narrate(3, f"vfs: copy {len(layers)} layer(s) into {copy}")
+        for layer in [*layers, init]:
+            apply_layer_by_copying(layer, copy)
+
+
+def apply_layer_by_copying(layer, target):
+    """Copy one unpacked layer onto ``target``, honouring its whiteouts.
+
+    In an unpacked layer a deleted file is a character device 0/0 and a
+    directory that hides everything below it carries the
+    ``trusted.overlay.opaque`` attribute (overlayfs' own format).  The
+    copying driver turns them back into deletions.
+    """
+    for current, directories, files in os.walk(layer):
+        relative = os.path.relpath(current, layer)
+        destination = os.path.normpath(os.path.join(target, relative))
+        if relative != "." and is_opaque(current):
+            for entry in os.listdir(destination) if os.path.isdir(destination) else []:
+                remove_path(os.path.join(destination, entry))
+        for name in directories[:]:
+            source = os.path.join(current, name)
+            if os.path.islink(source):
+                directories.remove(name)
+                files.append(name)
+                continue
+            path = os.path.join(destination, name)
+            if os.path.lexists(path) and not os.path.isdir(path) or os.path.islink(path):
+                remove_path(path)
+            if not os.path.exists(path):
+                os.mkdir(path)
+            copy_metadata(source, path)
+        for name in files:
+            source = os.path.join(current, name)
+            path = os.path.join(destination, name)
+            info = os.lstat(source)
+            remove_path(path)
+            if is_whiteout(info):
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(source), path)
+            elif stat.S_ISREG(info.st_mode):
+                shutil.copyfile(source, path, follow_symlinks=False)
+            else:
+                os.mknod(path, info.st_mode, info.st_rdev)
+            copy_metadata(source, path)
+
+
+def is_whiteout(info):
+    """Say whether ``lstat`` info describes an overlay whiteout (char 0/0)."""
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
+def is_opaque(directory):
+    """Say whether an unpacked layer's directory is opaque."""
+    try:
+        return os.getxattr(directory, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def copy_metadata(source, path):
+    """Copy owner, mode, times and extended attributes, never following links."""
+    info = os.lstat(source)
+    os.chown(path, info.st_uid, info.st_gid, follow_symlinks=False)
+    if not stat.S_ISLNK(info.st_mode):
+        os.chmod(path, stat.S_IMODE(info.st_mode))
+        for name in os.listxattr(source, follow_symlinks=False):
+            if name != "trusted.overlay.opaque":
+                os.setxattr(path, name, os.getxattr(source, name, follow_symlinks=False),
+                            follow_symlinks=False)
+    os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+
+
+def remove_path(path):
+    """Remove a file, link or whole directory tree if it exists."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def remove(directory):
+    """Remove a container's filesystem directories (nothing may be mounted)."""
+    merged = os.path.join(directory, "merged")
+    with open("/proc/self/mountinfo") as mountinfo:
+        if any(line.split()[4] == merged for line in mountinfo):
+            raise host.EngineError(f"{merged} is still mounted")
+    shutil.rmtree(directory, ignore_errors=False)
+
+
+# -- in the child: build the container's mount table ---------------------
+
+def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/",
+          tty_size=None):
+    """Mount everything the container needs under ``directory``/merged.
+
+    Returns ``(merged, workdir, pty_master)``: the root, the workdir
+    resolved inside it, and, when ``tty_size`` is given, the master side of
+    a terminal opened from the container's own devpts.  The caller is in
+    its new mount namespace and has not switched root yet.
+    """
+    merged = os.path.join(directory, "merged")
+    # mount_namespaces(7): a new mount namespace starts as a copy whose
+    # mounts stay in the same peer groups as the host's, so on a host where
+    # systemd made / shared our mounts would propagate back to the host.
+    host.run(["mount", "--make-rprivate", "/"], 3)
+    mount_root(directory, layers, driver)
+    target_of = prepare_mount_points(merged, volumes)
+    workdir_path = resolve(merged, workdir, create="directory")
+    fstab = os.path.join(directory, "fstab")
+    with open(fstab, "w") as table:
+        table.write(mount_table(directory, merged, volumes, target_of))
+    host.run(["mount", "--all", "--fstab", fstab], 3)
+    make_devices(os.path.join(merged, "dev"))
+    if read_only:
+        host.run(["mount", "-o", "remount,bind,ro", merged], 3)
+    pty_master = open_terminal(merged, tty_size) if tty_size else None
+    return merged, workdir_path, pty_master
+
+
+def mount_root(directory, layers, driver):
+    """Mount the copy-on-write root at ``directory``/merged."""
+    merged = os.path.join(directory, "merged")
+    if driver == "vfs":
+        # mount --move needs a mount point, so the copy is bound onto merged.
+        host.run(["mount", "--bind", os.path.join(directory, "rootfs"), merged], 3)
+        return
+    # overlayfs takes lowerdir top first; the init layer sits above the image.
+    lower = ":".join([os.path.join(directory, "init"), *reversed(layers)])
+    if any(character in lower for character in ",:\\") and \
+            any(character in directory for character in ",:\\"):
+        raise host.EngineError("the engine root must not contain ',', ':' or '\\' for overlay")
+    options = (f"lowerdir={lower},upperdir={os.path.join(directory, 'upper')},"
+               f"workdir={os.path.join(directory, 'work')}")
+    host.run(["mount", "-t", "overlay", "overlay", "-o", options, merged], 3)
+
+
+def prepare_mount_points(merged, volumes):
+    """Create each volume's mount point inside the root; return their paths.
+
+    A volume target is a path *inside the image*, and the image may have
+    made any part of it a symbolic link, even ``/data -> /etc`` or
+    ``/data -> /proc/1/root``.  :func:`resolve` walks it one component at a
+    time inside ``merged``, so the mount lands inside the container.
+    """
+    targets = {}
+    for volume in volumes:
+        kind = "directory" if os.path.isdir(volume["Source"]) else "file"
+        targets[volume["Destination"]] = resolve(merged, volume["Destination"], create=kind)
+    return targets
+
+
+def mount_table(directory, merged, volumes, target_of):
+    """Return the container's mounts as an fstab, in the order they must happen.
+
+    One ``mount --all --fstab`` call does them all: one exec instead of one
+    per mount.  The ``X-mount.mkdir`` option makes mount points inside the
+    fresh /dev tmpfs.
+    """
+    def line(source, target, kind, options):
+        return f"{escape(source)} {escape(target)} {kind} {options} 0 0\n"
+
+    inside = lambda path: os.path.join(merged, path.lstrip("/"))  # noqa: E731
+    table = [
+        line("proc", inside("/proc"), "proc", "nosuid,nodev,noexec"),
+        line("tmpfs", inside("/dev"), "tmpfs", "nosuid,strictatime,mode=755,size=65536k"),
+        line("devpts", inside("/dev/pts"), "devpts",
+             "newinstance,ptmxmode=0666,mode=0620,gid=5,nosuid,noexec,X-mount.mkdir"),
+        line("shm", inside("/dev/shm"), "tmpfs",
+             "nosuid,nodev,noexec,mode=1777,size=65536k,X-mount.mkdir"),
+        line("mqueue", inside("/dev/mqueue"), "mqueue", "nosuid,nodev,noexec,X-mount.mkdir"),
+        line("sysfs", inside("/sys"), "sysfs", "ro,nosuid,nodev,noexec"),
+    ]
+    for name in NETWORK_FILES:
+        table.append(line(os.path.join(directory, name), inside(f"/etc/{name}"), "none", "bind"))
+    for volume in volumes:
+        options = "bind,ro" if volume.get("ReadOnly") else "bind"
+        table.append(line(volume["Source"], target_of[volume["Destination"]], "none", options))
+    for path in MASKED_PATHS:
+        if os.path.isdir(path):
+            table.append(line("tmpfs", inside(path), "tmpfs", "ro,size=0k"))
+        elif os.path.exists(path):
+            table.append(line("/dev/null", inside(path), "none", "bind"))
+    for path in READ_ONLY_PATHS:
+        if os.path.exists(path):
+            table.append(line(inside(path), inside(path), "none", "bind,ro"))
+    return "".join(table)
+
+
+def escape(path):
+    """Escape a path for an fstab field, as fstab(5) asks (octal escapes)."""
+    for character, code in (("\\", "\\134"), (" ", "\\040"), ("\t", "\\011"), ("\n", "\\012")):
+        path = path.replace(character, code)
+    return path
+
+
+def make_devices(dev):
+    """Create the device nodes and links of a minimal ``/dev``."""
+    for name, major, minor in DEVICES:
+        path = os.path.join(dev, name)
+        host.make_node(path, stat.S_IFCHR | 0o666, major, minor, 3)
+        os.chmod(path, 0o666)
+    for name, target in DEVICE_LINKS:
+        os.symlink(target, os.path.join(dev, name))
+
+
+def open_terminal(merged, size):
+    """Open a terminal pair from the container's own devpts instance.
+
+    A pty opened from the host's ``/dev/ptmx`` belongs to the host's devpts,
+    and inside the container (with its own devpts) it is "not a tty".  So
+    the master comes from ``merged/dev/pts/ptmx``.  Python 3.12 has no
+    ``unlockpt``/``ptsname``; the two ioctls below are what they do.
+    """
+    TIOCSPTLCK, TIOCGPTN = 0x40045431, 0x80045430
+    master = os.open(os.path.join(merged, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+    slave = os.open(os.path.join(merged, f"dev/pts/{number}"), os.O_RDWR | os.O_NOCTTY)
+    rows, columns = size
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    host.narrate(3, f"open a terminal: /dev/pts/{number} of the container's devpts")
+    return master, slave
+
+
+# -- resolving paths inside the root -------------------------------------
+
+def resolve(root, path, create=None, limit=40):
+    """Return the host path of ``path`` as the container would see it.
+
+    Each component is looked up inside ``root``; a symbolic link is
+    followed *as the container would follow it*, so an absolute target
+    starts again at ``root`` and ``..`` never climbs above it.  With
+    ``create`` ("directory" or "file"), missing components are made.
+    """
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    current = root
+    links_followed = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = os.path.dirname(current) if current != root else root
+            continue
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            links_followed += 1
+            if links_followed > limit:
+                raise host.EngineError(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        if not os.path.lexists(candidate) and create:
+            if parts or create == "directory":
+                os.mkdir(candidate, 0o755)
+            else:
+                open(candidate, "a").close()
+        elif parts and os.path.lexists(candidate) and not os.path.isdir(candidate):
+            raise host.EngineError(f"{path}: not a directory in the container")
+        current = candidate
+    return current
+
+
+def inside_path(root, host_path):
+    """Turn a resolved host path back into the container's view of it."""
+    relative = os.path.relpath(host_path, root)
+    return "/" if relative == "." else "/" + relative
+
+
+# -- the switch, and the last exec ---------------------------------------
+
+def switch_root(merged):
+    """Put the container's root on top of ``/`` in this mount namespace.
+
+    After the move the caller's working directory is the container's root,
+    but its root directory is still the host's: host tools can still run
+    for the last steps, and the chroot in :func:`exec_command` finishes the
+    switch.
+    """
+    os.chdir(merged)
+    host.run(["mount", "--move", ".", "/"], 3)
+
+
+def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
+                 capabilities=DEFAULT_CAPABILITIES, no_new_privileges=False):
+    """Become the user's command; never returns.
+
+    Python can neither drop capabilities nor set ``no_new_privs`` without
+    ctypes, so the last steps are two host tools, each exec'ing the next:
+
+    * ``setpriv`` limits the capability bounding set (capabilities(7): "the
+      bounding set [...] limits the capabilities that can be gained during
+      execve(2)") and sets the group IDs while it is still root;
+    * ``nsenter --root=. --wd=...`` chroots into the container's root (the
+      working directory, since :func:`switch_root`), changes to the
+      workdir, switches to the user's UID and execs the command, looked up
+      in the container's ``PATH``.
+    """
+    chain = [shutil.which("setpriv") or "/usr/bin/setpriv",
+             "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities),
+             f"--regid={gid}"]
+    chain.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
+    if no_new_privileges:
+        chain.append("--no-new-privs")
+    chain += ["--", shutil.which("nsenter") or "/usr/bin/nsenter", "--root=.",
+              "--wd=." + workdir]
+    if uid:
+        chain.append(f"--setuid={uid}")
+    chain += ["--", *argv]
+    host.narrate(3, " ".join(chain))
+    os.execve(chain[0], chain, environment)
+
+
+def find_command(root, name, search_path):
+    """Check that the command exists and can run inside the root.
+
+    Returns nothing; raises :class:`~minidocker.host.EngineError` with
+    Docker's wording and exit code (127 not found, 126 not executable).
+    Checking before the container starts gives a clear message instead of
+    a tool's.
+    """
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(directory or ".", name) for directory in search_path.split(":")]
+    for candidate in candidates:
+        path = resolve(root, candidate)
+        if os.path.isfile(path):
+            if not os.stat(path).st_mode & 0o111:
+                raise host.EngineError(
+                    f'exec: "{name}": permission denied', exit_code=126)
+            return
+        if "/" in name and os.path.isdir(path):
+            raise host.EngineError(f'exec: "{name}": is a directory', exit_code=126)
+    if "/" in name:
+        raise host.EngineError(f'exec: "{name}": no such file or directory', exit_code=127)
+    raise host.EngineError(f'exec: "{name}": executable file not found in $PATH', exit_code=127)
+
+
+def set_hostname_files(directory, hostname, hosts_lines=()):
+    """Write the container's ``hostname``, ``hosts`` and ``resolv.conf``."""
+    with open(os.path.join(directory, "hostname"), "w") as handle:
+        handle.write(hostname + "\n")
+    with open(os.path.join(directory, "hosts"), "w") as handle:
+        handle.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        for entry in hosts_lines:
+            handle.write(entry + "\n")
+    with open(os.path.join(directory, "resolv.conf"), "w") as handle:
+        handle.write(host_resolv_conf())
+
+
+def host_resolv_conf():
+    """Return the host's resolver settings without loopback name servers.
+
+    A name server on the host's 127.0.0.1 is unreachable from the
+    container's own network namespace, so Docker drops such lines too.
+    """
+    try:
+        with open("/etc/resolv.conf") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        lines = []
+    kept = [line for line in lines
+            if not (line.startswith("nameserver") and
+                    line.split()[1:2] and line.split()[1].startswith(("127.", "::1")))]
+    return "\n".join(kept) + "\n"
+
+
+def default_hostname(container_id):
+    """Docker names a container's host after the first 12 digits of its id."""
+    return container_id[:12] or socket.gethostname()
