@@ -19,6 +19,7 @@ import uuid
 
 import pytest
 
+from helpers import qemu_v2
 from minidocker import cgroup, host
 
 pytestmark = pytest.mark.ch2
@@ -350,3 +351,29 @@ def test_a_limit_without_its_controller_is_an_error(tmp_path):
     with pytest.raises(host.EngineError, match="--pids-limit needs the pids cgroup controller"):
         driver.require(cgroup.Limits(pids_limit=10).needed_controllers())
     driver.require(cgroup.Limits(memory=64 * MiB, cpus=1.0).needed_controllers())
+
+
+# -- the v2 driver on a real cgroup v2 kernel ----------------------------
+
+@pytest.mark.skipif(bool(EXPECTED_VERSION), reason="already inside the cgroup v2 VM")
+def test_v2_driver_inside_a_cgroup2_kernel():
+    """Run TestCgroupApi inside a VM that mounts only cgroup2.
+
+    One Python interpreter runs the whole class in the guest (Python takes
+    about 3 s to start under TCG); its junit report comes back through a
+    writable 9p share.
+    """
+    reason = qemu_v2.unavailable()
+    if reason:
+        pytest.skip(f"cannot boot the cgroup v2 VM: {reason}")
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    command = (f"{sys.executable} -m pytest -q -p no:cacheprovider "
+               f"tests/test_cgroup.py::TestCgroupApi --junitxml=$RESULTS/junit.xml")
+    result = qemu_v2.run_in_guest(command, repository,
+                                  {"MINIDOCKER_EXPECT_CGROUP_VERSION": "2"}, timeout=240)
+    report = f"guest output:\n{result.output}\nconsole tail:\n{result.console[-2000:]}"
+    assert result.status == 0, report
+    expected = len([name for name in dir(TestCgroupApi) if name.startswith("test_")])
+    # every test ran and passed: none failed, none errored, none skipped
+    assert qemu_v2.junit_counts(result.files.get("junit.xml", "")) == (expected, 0, 0, 0), report
+    assert result.seconds < 180, f"the VM run took {result.seconds:.0f} s"
