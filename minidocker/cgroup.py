@@ -40,7 +40,7 @@ A container's group is called ``minidocker/ID`` below the root of every
 hierarchy, as Docker's ``cgroupfs`` driver uses ``docker/ID``.
 """
 
-import dataclasses
+import collections
 import errno
 import functools
 import os
@@ -71,22 +71,29 @@ MAXIMUM_CPU_SHARES = 262_144
 
 # -- what the user asked for ---------------------------------------------
 
-@dataclasses.dataclass
 class Limits:
     """The resource limits of one container, as ``docker run`` takes them.
 
     ``memory`` and ``memory_swap`` are bytes (``memory_swap`` counts memory
     plus swap, ``-1`` meaning unlimited swap); ``cpus`` is a number of CPUs
     (``0.5`` is half of one); ``cpuset_cpus`` is a CPU list such as
-    ``"0-1,3"``; ``pids_limit`` of zero or less means unlimited.
+    ``"0-1,3"``; ``pids_limit`` of zero or less means unlimited.  None
+    everywhere means "no limit".
     """
 
-    memory: int | None = None
-    memory_swap: int | None = None
-    cpus: float | None = None
-    cpu_shares: int | None = None
-    cpuset_cpus: str | None = None
-    pids_limit: int | None = None
+    def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None,
+                 cpuset_cpus=None, pids_limit=None):
+        self.memory = memory
+        self.memory_swap = memory_swap
+        self.cpus = cpus
+        self.cpu_shares = cpu_shares
+        self.cpuset_cpus = cpuset_cpus
+        self.pids_limit = pids_limit
+
+    def __repr__(self):
+        given = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
+                          if value is not None)
+        return f"Limits({given})"
 
     def check(self):
         """Refuse the combinations Docker refuses, with Docker's words."""
@@ -128,6 +135,34 @@ class Limits:
         if self.memory_swap is None:
             return 2 * self.memory
         return self.memory_swap
+
+    def host_config(self):
+        """The limits under the ``HostConfig`` keys ``docker inspect`` shows.
+
+        Docker writes 0 (or "") for "not set", fills in the memory-plus-swap
+        it applies, and gives CPUs in billionths (``NanoCpus``).
+        """
+        return {
+            "Memory": self.memory or 0,
+            "MemorySwap": self.memory_and_swap() or 0,
+            "NanoCpus": round(self.cpus * 1e9) if self.cpus else 0,
+            "CpuShares": self.cpu_shares or 0,
+            "CpusetCpus": self.cpuset_cpus or "",
+            "PidsLimit": self.pids_limit,
+        }
+
+    @classmethod
+    def from_host_config(cls, host_config):
+        """Read the limits back from a container's ``HostConfig``."""
+        memory = host_config.get("Memory") or None
+        swap = host_config.get("MemorySwap") or None
+        return cls(memory=memory,
+                   # 2x memory is what Docker fills in when --memory-swap is absent
+                   memory_swap=None if memory and swap == 2 * memory else swap,
+                   cpus=host_config["NanoCpus"] / 1e9 if host_config.get("NanoCpus") else None,
+                   cpu_shares=host_config.get("CpuShares") or None,
+                   cpuset_cpus=host_config.get("CpusetCpus") or None,
+                   pids_limit=host_config.get("PidsLimit"))
 
     def needed_controllers(self):
         """Name the controllers these limits need, by their v1 names."""
@@ -331,13 +366,9 @@ def _kill(pid):
 
 # -- the host's cgroup filesystems ---------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Hierarchy:
-    """One mounted cgroup filesystem: its version, place and controllers."""
-
-    version: int
-    mount_point: str
-    controllers: frozenset
+#: One mounted cgroup filesystem: its version (1 or 2), where it is
+#: mounted, and the controllers it holds.
+Hierarchy = collections.namedtuple("Hierarchy", "version mount_point controllers")
 
 
 def find_hierarchies(mountinfo="/proc/self/mountinfo"):
