@@ -115,6 +115,13 @@ class Limits:
         if self.cpu_shares is not None and self.cpu_shares < 0:
             raise host.EngineError(
                 f"invalid CPU shares {self.cpu_shares}: the value must not be negative")
+        if self.pids_limit == 1:
+            # minidocker's own rule: PID 1 joins its group first and then
+            # still starts host tools (mount) one at a time while it sets
+            # up the root, so it needs room for one more process.
+            raise host.EngineError(
+                "--pids-limit must be at least 2: minidocker starts host tools "
+                "from inside the container's cgroup while it sets up the root")
         if self.cpuset_cpus is not None:
             requested = parse_cpu_list(self.cpuset_cpus)
             online = parse_cpu_list(_read("/sys/devices/system/cpu/online"))

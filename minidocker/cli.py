@@ -85,6 +85,17 @@ def build_parser():
     rmi.add_argument("images", nargs="+", metavar="IMAGE")
     rmi.set_defaults(handler=command_rmi)
 
+    stats = commands.add_parser("stats", help="show containers' resource usage")
+    stats.add_argument("-a", "--all", action="store_true", help="show all containers, not just running ones")
+    stats.add_argument("--no-stream", action="store_true", help="print one table and exit")
+    stats.add_argument("--no-trunc", action="store_true", help="do not shorten ids")
+    stats.add_argument("containers", nargs="*", metavar="CONTAINER")
+    stats.set_defaults(handler=command_stats)
+
+    top = commands.add_parser("top", help="list the processes of a container")
+    top.add_argument("container", metavar="CONTAINER")
+    top.set_defaults(handler=command_top)
+
     load_tar = commands.add_parser("import", help="make an image from a root filesystem tarball")
     load_tar.add_argument("tarball", metavar="FILE", help="a tar (or tar.gz) of a root filesystem; - for stdin")
     load_tar.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
@@ -110,8 +121,43 @@ def add_create_options(parser):
     parser.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
     parser.add_argument("--entrypoint", help="override the image's entrypoint")
     parser.add_argument("--network", "--net", default="none", help="network mode: none")
+    parser.add_argument("-m", "--memory", type=size_argument, help="memory limit (e.g. 32m, 1g)")
+    parser.add_argument("--memory-swap", type=swap_argument,
+                        help="memory plus swap limit; -1 for unlimited swap")
+    parser.add_argument("--cpus", type=cpus_argument, help="number of CPUs (e.g. 0.5)")
+    parser.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight (default 1024)")
+    parser.add_argument("--cpuset-cpus", help="CPUs the container may run on (e.g. 0-1,3)")
+    parser.add_argument("--pids-limit", type=int, help="most processes at once (-1 for unlimited)")
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def size_argument(text):
+    """argparse type for -m: Docker's sizes (b, k, m, g)."""
+    from minidocker import cgroup
+
+    try:
+        return cgroup.parse_bytes(text)
+    except host.EngineError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def swap_argument(text):
+    """argparse type for --memory-swap: a size, or -1."""
+    from minidocker import cgroup
+
+    try:
+        return cgroup.parse_memory_swap(text)
+    except host.EngineError as error:
+        raise argparse.ArgumentTypeError(str(error))
+
+
+def cpus_argument(text):
+    """argparse type for --cpus: a decimal number of CPUs."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"failed to parse {text} as a rational number")
 
 
 def main(argv=None):
@@ -144,7 +190,8 @@ def main(argv=None):
 def create_options(arguments):
     return {name: getattr(arguments, name, None) for name in (
         "name", "hostname", "env", "env_files", "workdir", "user", "volumes", "read_only",
-        "interactive", "tty", "entrypoint", "network", "auto_remove", "command")}
+        "interactive", "tty", "entrypoint", "network", "auto_remove", "command",
+        "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit")}
 
 
 def new_container(arguments):
@@ -219,6 +266,7 @@ def command_ps(arguments):
 
     rows = []
     for record in container.all_containers():
+        container.release_abandoned(record)
         status = record.status()
         if status != "running" and not arguments.all:
             continue
@@ -298,6 +346,126 @@ def command_logs(arguments):
         target = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
         target.write(data)
     return 0
+
+
+def command_stats(arguments):
+    """Print CPU, memory, network, block I/O and process counts per container.
+
+    CPU % is the CPU time the container's group used between two readings
+    divided by the wall time between them, so 100% is one CPU kept busy.
+    """
+    from minidocker import container
+
+    if arguments.containers:
+        records = [container.find(reference) for reference in arguments.containers]
+    else:
+        records = [record for record in container.all_containers()
+                   if arguments.all or record.status() == "running"]
+    previous = read_usage(records)
+    while True:
+        time.sleep(0.5 if arguments.no_stream else 1.0)
+        current = read_usage(records)
+        rows = [stats_row(record, previous[record.id], current[record.id], arguments.no_trunc)
+                for record in records]
+        if not arguments.no_stream:
+            print("\033[2J\033[H", end="")
+        print_table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
+                     "NET I/O", "BLOCK I/O", "PIDS"], rows)
+        if arguments.no_stream:
+            return 0
+        sys.stdout.flush()
+        previous = current
+
+
+def read_usage(records):
+    """Read each container's cgroup counters and network bytes, with the time."""
+    from minidocker import container
+
+    usage = {}
+    for record in records:
+        running = record.status() == "running"
+        stats = container.container_cgroup(record).stats() if running else None
+        network = network_bytes(record.state.get("Pid")) if running else (0, 0)
+        usage[record.id] = (time.monotonic_ns(), stats, network)
+    return usage
+
+
+def network_bytes(pid):
+    """Bytes received and sent on the container's interfaces (loopback aside).
+
+    ``/proc/PID/net/dev`` shows the network namespace of that process.
+    """
+    received = sent = 0
+    try:
+        with open(f"/proc/{pid}/net/dev") as handle:
+            lines = handle.readlines()[2:]
+    except OSError:
+        return 0, 0
+    for line in lines:
+        name, _, counters = line.partition(":")
+        if name.strip() != "lo":
+            fields = counters.split()
+            received += int(fields[0])
+            sent += int(fields[8])
+    return received, sent
+
+
+def stats_row(record, before, after, no_trunc):
+    identifier = record.id if no_trunc else record.id[:12]
+    (start, first, _), (end, second, network) = before, after
+    if first is None or second is None:
+        return [identifier, record.name, "0.00%", "0B / 0B", "0.00%", "0B / 0B", "0B / 0B", "0"]
+    cpu = (second["cpu_nanoseconds"] - first["cpu_nanoseconds"]) / max(end - start, 1) * 100
+    memory = second["memory_usage"]
+    limit = second["memory_limit"]
+    return [identifier, record.name, f"{cpu:.2f}%",
+            f"{binary_size(memory)} / {binary_size(limit)}",
+            f"{memory / limit * 100 if limit else 0:.2f}%",
+            f"{human_size(network[0])} / {human_size(network[1])}",
+            f"{human_size(second['block_read'])} / {human_size(second['block_write'])}",
+            str(second["pids"])]
+
+
+def command_top(arguments):
+    """List the container's processes with ``ps -ef``'s columns."""
+    import psutil
+
+    from minidocker import container
+
+    record = container.find(arguments.container)
+    if record.status() != "running":
+        raise host.EngineError(f"Container {record.id} is not running", exit_code=1)
+    rows = []
+    for pid in container.container_cgroup(record).processes():
+        try:
+            rows.append(top_row(psutil.Process(pid)))
+        except psutil.NoSuchProcess:
+            continue  # it ended between the listing and the reading
+    print_table(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"], rows)
+    return 0
+
+
+def top_row(process):
+    """One ``ps -ef`` line for a process, read through psutil."""
+    with process.oneshot():
+        times = process.cpu_times()
+        used = times.user + times.system
+        started = process.create_time()
+        elapsed = max(time.time() - started, 1e-9)
+        try:
+            user = process.username()
+        except KeyError:  # a UID with no name in the host's passwd
+            user = str(process.uids().real)
+        terminal = process.terminal()
+        command = " ".join(process.cmdline()) or f"[{process.name()}]"
+        if time.time() - started < 24 * 3600:
+            start_text = time.strftime("%H:%M", time.localtime(started))
+        else:
+            start_text = time.strftime("%b%d", time.localtime(started))
+        seconds = int(used)
+        return [user, process.pid, process.ppid(), int(used * 100 / elapsed), start_text,
+                terminal.removeprefix("/dev/") if terminal else "?",
+                f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", command]
 
 
 # -- images ----------------------------------------------------------------
@@ -431,6 +599,14 @@ def human_duration(seconds):
     if hours < 24 * 365 * 2:
         return f"{int(hours / 24 / 30)} months"
     return f"{int(hours / 24 / 365)} years"
+
+
+def binary_size(size):
+    """A size in powers of 1024, as Docker prints memory: 1.5MiB, 31.25GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.4g}{unit}"
+        size /= 1024
 
 
 def human_size(size):

@@ -26,9 +26,10 @@ import shlex
 import signal
 import socket
 import struct
+import sys
 import time
 
-from minidocker import host, image, logs, namespace, rootfs
+from minidocker import cgroup, host, image, logs, namespace, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -173,6 +174,8 @@ def create(store, image_name, options):
     network_mode = options.get("network") or "none"
     if network_mode != "none":
         raise host.EngineError(f"network {network_mode} not found")
+    limits = resource_limits(options)
+    limits.check()
     driver = rootfs.choose_driver(options.get("storage_driver"))
     layers = source.layer_directories()
 
@@ -211,6 +214,7 @@ def create(store, image_name, options):
                 "AutoRemove": bool(options.get("auto_remove")),
                 "ReadonlyRootfs": bool(options.get("read_only")),
                 "NetworkMode": network_mode,
+                **limits.host_config(),
             },
             "Mounts": mounts,
         }
@@ -227,6 +231,20 @@ def create(store, image_name, options):
         rootfs.remove_path(draft)
         raise
     return Container(os.path.join(directory, identifier))
+
+
+def resource_limits(options):
+    """The ``run`` flags -m, --memory-swap, --cpus, ... as cgroup limits.
+
+    Docker reads 0 as "not set" for each of them.
+    """
+    return cgroup.Limits(**{name: options.get(name) or None for name in (
+        "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit")})
+
+
+def container_cgroup(container):
+    """The container's control group: ``minidocker/ID`` in every hierarchy."""
+    return cgroup.Cgroup(f"minidocker/{container.id}")
 
 
 def command_line(image_config, options):
@@ -348,6 +366,20 @@ def start(container, attach=True, terminal_size=None, on_running=None):
     ``attach`` the output is also copied to the caller's own streams.
     ``on_running`` is called once the user's command has started.
     """
+    # The group exists, limits written, before PID 1 does: PID 1 joins it
+    # first thing, so nothing the user runs is ever outside it.  A group
+    # of the same name can only be a leftover of a monitor that was killed.
+    group = container_cgroup(container)
+    group.destroy()
+    for warning in group.create(cgroup.Limits.from_host_config(container.config["HostConfig"])):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    try:
+        return _start_and_monitor(container, group, attach, terminal_size, on_running)
+    finally:
+        group.destroy()
+
+
+def _start_and_monitor(container, group, attach, terminal_size, on_running):
     config = container.config
     tty = config["Config"]["Tty"]
     interactive = config["Config"]["OpenStdin"]
@@ -402,13 +434,15 @@ def start(container, attach=True, terminal_size=None, on_running=None):
     log.close()
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    return finish(container, exit_code=code if code >= 0 else 128 - code)
+    oom_killed = group.oom_killed()
+    group.destroy()
+    return finish(container, exit_code=code if code >= 0 else 128 - code, oom_killed=oom_killed)
 
 
-def finish(container, exit_code, error=""):
+def finish(container, exit_code, error="", oom_killed=False):
     """Record how the container ended and release what it held."""
     container.save_state(Status="exited", Running=False, Pid=0, ExitCode=exit_code,
-                         Error=error, FinishedAt=logs.timestamp())
+                         Error=error, FinishedAt=logs.timestamp(), OOMKilled=oom_killed)
     if container.config["HostConfig"].get("AutoRemove"):
         remove_files(container)
     return exit_code
@@ -431,6 +465,9 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
     """
     try:
         config = container.config
+        # Join before unsharing the cgroup namespace, whose root is the
+        # group the process is in at that moment (cgroup_namespaces(7)).
+        container_cgroup(container).join()
         namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net", "cgroup")
                            if kind in namespace.available()])
         namespace.set_hostname(config["Config"]["Hostname"])
@@ -610,8 +647,21 @@ def remove(container, force=False):
         while container.is_running() and time.monotonic() < deadline:
             time.sleep(0.005)
     wait_for_monitor(container)
+    # A monitor killed with SIGKILL never destroyed the group; do it now.
+    container_cgroup(container).destroy()
     if os.path.isdir(container.directory):
         remove_files(container)
+
+
+def release_abandoned(container):
+    """Destroy the group of a container whose monitor and PID 1 are both gone.
+
+    ``ps`` calls this, so the host is cleaned after a monitor was killed
+    with SIGKILL even before anyone removes the container.
+    """
+    if container.state.get("Status") == "running" and not container.is_running() \
+            and not container.monitor_alive():
+        container_cgroup(container).destroy()
 
 
 def remove_files(container):
