@@ -353,6 +353,172 @@ def test_a_limit_without_its_controller_is_an_error(tmp_path):
     driver.require(cgroup.Limits(memory=64 * MiB, cpus=1.0).needed_controllers())
 
 
+# -- through the command line, as a user runs it ----------------------------
+
+def container_group(identifier):
+    return cgroup.Cgroup(f"minidocker/{identifier}")
+
+
+def inspect(engine, name):
+    return json.loads(engine.ok("inspect", name))[0]
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_run_over_the_memory_limit_exits_137_and_says_oom(busybox):
+    result = busybox.run("run", "--name", "hog", "-m", "32m", "busybox",
+                         "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+    assert result.returncode == 137, result.stderr
+    state = inspect(busybox, "hog")["State"]
+    assert state["OOMKilled"] is True
+    assert state["ExitCode"] == 137
+
+
+def test_run_under_the_memory_limit_completes(busybox):
+    result = busybox.run("run", "--name", "modest", "-m", "32m", "busybox",
+                         "dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=4")
+    assert result.returncode == 0, result.stderr
+    assert inspect(busybox, "modest")["State"]["OOMKilled"] is False
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["-m", "5m"], "Minimum memory limit allowed is 6MB"),
+    (["-m", "lots"], "invalid size"),
+    (["--memory-swap", "64m"], "You should always set the Memory limit"),
+    (["-m", "64m", "--memory-swap", "32m"], "Minimum memoryswap limit"),
+    (["--cpus", "0.001"], "Range of CPUs is from 0.01"),
+    (["--cpuset-cpus", "4096"], "Requested CPUs are not available"),
+])
+def test_run_refuses_bad_limits_with_docker_words(busybox, flags, message):
+    result = busybox.run("run", "--rm", *flags, "busybox", "true")
+    assert result.returncode == 125
+    assert message in result.stderr
+    assert busybox.ok("ps", "-aq").split() == []
+
+
+def test_inspect_shows_the_limits_under_docker_keys(busybox):
+    busybox.ok("create", "--name", "limited", "-m", "32m", "--cpus", "1.5", "-c", "512",
+               "--cpuset-cpus", "0", "--pids-limit", "20", "busybox", "true")
+    host_config = inspect(busybox, "limited")["HostConfig"]
+    assert host_config["Memory"] == 32 * MiB
+    assert host_config["MemorySwap"] == 64 * MiB  # Docker's default: as much swap as memory
+    assert host_config["NanoCpus"] == 1_500_000_000
+    assert host_config["CpuShares"] == 512
+    assert host_config["CpusetCpus"] == "0"
+    assert host_config["PidsLimit"] == 20
+
+
+def test_cpuset_cpus_zero_allows_exactly_cpu_zero(busybox):
+    output = busybox.ok("run", "--rm", "--cpuset-cpus", "0", "busybox",
+                        "grep", "Cpus_allowed_list", "/proc/self/status")
+    assert output.split() == ["Cpus_allowed_list:", "0"]
+
+
+def test_pids_limit_stops_the_eleventh_process_and_the_container_lives(busybox):
+    # PID 1 (sh) + a forking shell + 8 sleeps = 10; the 9th sleep would be
+    # the 11th process.  The forking shell dies of the failed fork, PID 1
+    # carries on and counts what is left using builtins only.
+    script = ('sh -c "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 30 & done" 2>/dev/null; '
+              'echo "forker exited $?"; set -- /proc/[0-9]*; echo "processes $#"')
+    output = busybox.ok("run", "--rm", "--pids-limit", "10", "busybox", "sh", "-c", script)
+    assert output.split("\n")[:2] == ["forker exited 2", "processes 9"]
+
+
+def test_the_command_runs_inside_its_group(busybox):
+    identifier = busybox.ok("run", "-d", "busybox", "sleep", "30").strip()
+    group = container_group(identifier)
+    pid = inspect(busybox, identifier)["State"]["Pid"]
+    assert group.processes() == [pid]
+    with open(f"/proc/{pid}/cgroup") as handle:
+        seen_from_the_host = handle.read()
+    assert f"/minidocker/{identifier}\n" in seen_from_the_host
+    busybox.ok("rm", "-f", identifier)
+
+
+def test_the_group_is_removed_after_a_normal_exit(busybox):
+    identifier = busybox.ok("run", "-d", "busybox", "sleep", "0.3").strip()
+    group = container_group(identifier)
+    assert wait_until(lambda: inspect(busybox, identifier)["State"]["Status"] == "exited")
+    assert wait_until(lambda: not group.exists())
+
+
+def test_rm_force_removes_the_group(busybox):
+    identifier = busybox.ok("run", "-d", "busybox", "sleep", "100").strip()
+    group = container_group(identifier)
+    assert group.exists()
+    busybox.ok("rm", "-f", identifier)
+    assert not group.exists()
+
+
+def test_rm_cleans_up_after_a_monitor_killed_with_sigkill(busybox):
+    identifier = busybox.ok("run", "-d", "busybox", "sleep", "100").strip()
+    group = container_group(identifier)
+    state = inspect(busybox, identifier)["State"]
+    os.kill(state["MonitorPid"], signal.SIGKILL)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{state['MonitorPid']}"))
+    assert group.exists()  # nobody released it: the monitor died first
+    busybox.ok("rm", "-f", identifier)
+    assert not group.exists()
+
+
+def test_ps_cleans_up_after_monitor_and_command_were_killed(busybox):
+    identifier = busybox.ok("run", "-d", "busybox", "sleep", "100").strip()
+    group = container_group(identifier)
+    state = inspect(busybox, identifier)["State"]
+    os.kill(state["MonitorPid"], signal.SIGKILL)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{state['MonitorPid']}"))
+    os.kill(state["Pid"], signal.SIGKILL)
+    assert wait_until(lambda: zombie(state["Pid"]))
+    busybox.ok("ps", "-a")
+    assert not group.exists()
+
+
+def test_stats_no_stream_shows_half_a_cpu_and_the_memory_limit(busybox):
+    identifier = busybox.ok("run", "-d", "--name", "spinner", "--cpus", "0.5", "-m", "64m",
+                            "busybox", "sh", "-c", "while :; do :; done").strip()
+    busybox.ok("run", "-d", "--name", "idler", "busybox", "sleep", "100")
+    lines = busybox.ok("stats", "--no-stream").splitlines()
+    header = lines[0].split("   ")
+    assert [column.strip() for column in header if column.strip()] == [
+        "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O",
+        "BLOCK I/O", "PIDS"]
+    rows = {line.split()[1]: line.split() for line in lines[1:]}
+    assert set(rows) == {"spinner", "idler"}
+    spinner = rows["spinner"]
+    assert spinner[0] == identifier[:12]
+    cpu = float(spinner[2].rstrip("%"))
+    assert 30 <= cpu <= 70, lines
+    assert spinner[5] == "64MiB"   # "USAGE / LIMIT" splits as usage, "/", limit
+    assert spinner[-1] == "1"
+    only = busybox.ok("stats", "--no-stream", "idler").splitlines()
+    assert len(only) == 2 and only[1].split()[1] == "idler"
+
+
+def test_top_lists_the_container_processes(busybox):
+    identifier = busybox.ok("run", "-d", "busybox", "sh", "-c", "sleep 100 & sleep 101 & wait").strip()
+    assert wait_until(lambda: len(container_group(identifier).processes()) == 3)
+    lines = busybox.ok("top", identifier).splitlines()
+    assert lines[0].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    commands = sorted(" ".join(line.split()[7:]) for line in lines[1:])
+    assert commands == ["sh -c sleep 100 & sleep 101 & wait", "sleep 100", "sleep 101"]
+    pids = sorted(int(line.split()[1]) for line in lines[1:])
+    assert pids == container_group(identifier).processes()
+
+
+def test_top_refuses_a_stopped_container(busybox):
+    busybox.ok("create", "--name", "idle", "busybox", "true")
+    result = busybox.run("top", "idle")
+    assert result.returncode == 1
+    assert "is not running" in result.stderr
+
+
 # -- the v2 driver on a real cgroup v2 kernel ----------------------------
 
 @pytest.mark.skipif(bool(EXPECTED_VERSION), reason="already inside the cgroup v2 VM")
