@@ -29,6 +29,7 @@ CHAPTERS = {
     5: "network",
     6: "logging",
     7: "commit",
+    8: "outlook",
 }
 
 DEFAULT_ROOT = "/var/lib/minidocker"
@@ -72,11 +73,15 @@ def tracing():
 
 
 def narrate(chapter, text):
-    """Print one line of the trace: ``[ch3 rootfs] mount --move ...``."""
+    """Print one line of the trace: ``[ch3 rootfs] mount --move ...``.
+
+    On a terminal the tag is coloured; into a file or a pipe (and when the
+    ``NO_COLOR`` convention asks for it) the line is plain text.
+    """
     if _trace_fd is None:
         return
     tag = f"ch{chapter} {CHAPTERS[chapter]}"
-    if os.isatty(_trace_fd):
+    if os.isatty(_trace_fd) and not os.environ.get("NO_COLOR"):
         line = f"\033[36m[{tag}]\033[0m {text}\n"
     else:
         line = f"[{tag}] {text}\n"
@@ -86,12 +91,20 @@ def narrate(chapter, text):
 
 
 def _wait_for_enter():
+    """Wait for Enter on the controlling terminal, whatever stdin is.
+
+    Without a terminal (a script, CI) there is nobody to press Enter: say
+    so once and go on, rather than hang or fail the command.
+    """
+    global _step
     try:
         with open("/dev/tty", "rb", buffering=0) as terminal:
             os.write(_trace_fd, b"    (Enter to go on) ")
             terminal.readline()
-    except OSError:
-        pass
+    except OSError as error:
+        os.write(_trace_fd, f"    (--step: no terminal to wait on ({error.strerror}); "
+                            "going on without pauses)\n".encode())
+        _step = False
 
 
 def _restore_trace_from_environment():
