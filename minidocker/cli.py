@@ -59,6 +59,9 @@ def build_parser():
     ps.add_argument("-a", "--all", action="store_true", help="show all containers, not just running ones")
     ps.add_argument("-q", "--quiet", action="store_true", help="only print ids")
     ps.add_argument("--no-trunc", action="store_true", help="do not shorten ids and commands")
+    ps.add_argument("-f", "--filter", dest="filters", action="append", default=[],
+                    help="only containers matching KEY=VALUE (status, name, id, exited, ancestor)")
+    ps.add_argument("--format", help="a template such as '{{.ID}}\\t{{.Status}}', or 'table ...'")
     ps.set_defaults(handler=command_ps)
 
     rm = commands.add_parser("rm", help="remove containers")
@@ -72,12 +75,18 @@ def build_parser():
     inspect.set_defaults(handler=command_inspect)
 
     logs = commands.add_parser("logs", help="show a container's output")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new output")
+    logs.add_argument("-n", "--tail", default="all", help="only the last N lines (default all)")
+    logs.add_argument("--since", help="only output since a time (timestamp, Unix time, or 10m)")
+    logs.add_argument("--until", help="only output before a time (timestamp, Unix time, or 10m)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
     logs.add_argument("container", metavar="CONTAINER")
     logs.set_defaults(handler=command_logs)
 
     images = commands.add_parser("images", help="list images")
     images.add_argument("-q", "--quiet", action="store_true", help="only print image ids")
     images.add_argument("--no-trunc", action="store_true", help="do not shorten ids")
+    images.add_argument("--digests", action="store_true", help="show digests")
     images.set_defaults(handler=command_images)
 
     rmi = commands.add_parser("rmi", help="remove images")
@@ -102,6 +111,8 @@ def build_parser():
     load_tar.add_argument("-c", "--change", action="append", default=[],
                           help="apply a Dockerfile instruction (CMD, ENV, WORKDIR, USER, ENTRYPOINT)")
     load_tar.set_defaults(handler=command_import)
+    add_image_commands(commands)
+    add_lifecycle_commands(commands)
     return parser
 
 
@@ -115,7 +126,10 @@ def add_create_options(parser):
     parser.add_argument("-w", "--workdir", help="working directory inside the container")
     parser.add_argument("-u", "--user", help="user name or UID, optionally :group or :GID")
     parser.add_argument("-v", "--volume", dest="volumes", action="append", default=[],
-                        help="bind a host path: SOURCE:DESTINATION[:ro]")
+                        help="bind a host path or a volume: [HOST-PATH|NAME:]DESTINATION[:ro]")
+    parser.add_argument("--restart", help="restart policy: no, on-failure[:N], always, unless-stopped")
+    parser.add_argument("--log-opt", dest="log_opts", action="append", default=[],
+                        help="json-file log option: max-size=SIZE, max-file=N")
     parser.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     parser.add_argument("-i", "--interactive", action="store_true", help="keep standard input open")
     parser.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
@@ -191,6 +205,7 @@ def create_options(arguments):
     return {name: getattr(arguments, name, None) for name in (
         "name", "hostname", "env", "env_files", "workdir", "user", "volumes", "read_only",
         "interactive", "tty", "entrypoint", "network", "auto_remove", "command",
+        "restart", "log_opts",
         "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit")}
 
 
@@ -213,7 +228,14 @@ def command_run(arguments):
         container.start_detached(created)
         print(created.id)
         return 0
-    return run_attached(created)
+    code = run_attached(created)
+    if (created.config["HostConfig"].get("RestartPolicy") or {}).get("Name", "no") != "no":
+        # The foreground run ends here as Docker's does; a monitor of its
+        # own carries the restart policy on.
+        container.refresh(created)
+        if container.restart_is_due(created, code):
+            container.start_detached(created)
+    return code
 
 
 def run_attached(created):
@@ -251,9 +273,12 @@ def command_start(arguments):
     for reference in arguments.containers:
         found = container.find(reference)
         if found.is_running():
+            if arguments.attach:
+                return attach_to(found, send_input=arguments.interactive)
             print(reference)
             continue
         if arguments.attach:
+            container.prepare_to_start(found)
             status = run_attached(found)
             continue
         container.start_detached(found)
@@ -264,25 +289,113 @@ def command_start(arguments):
 def command_ps(arguments):
     from minidocker import container
 
+    filters = parse_filters(arguments.filters)
     rows = []
     for record in container.all_containers():
         container.release_abandoned(record)
         status = record.status()
-        if status != "running" and not arguments.all:
+        if status not in ("running", "restarting") and not arguments.all and \
+                "status" not in filters and "exited" not in filters:
             continue
-        if arguments.quiet:
-            print(record.id if arguments.no_trunc else record.id[:12])
+        if not matches_filters(record, status, filters):
             continue
-        command = " ".join([record.config["Path"], *record.config["Args"]])
-        if not arguments.no_trunc and len(command) > 20:
-            command = command[:19] + "…"
-        rows.append([record.id if arguments.no_trunc else record.id[:12],
-                     record.config["Config"]["Image"], f'"{command}"',
-                     human_since(record.config["Created"]) + " ago",
-                     describe_status(record, status), "", record.name])
-    if not arguments.quiet:
-        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
+        rows.append(ps_fields(record, status, arguments.no_trunc))
+    if arguments.quiet:
+        for fields in rows:
+            print(fields["ID"])
+    elif arguments.format:
+        print_formatted(arguments.format, rows)
+    else:
+        print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+                    [[fields[key] for key in ("ID", "Image", "Command", "RunningFor", "Status",
+                                              "Ports", "Names")] for fields in rows])
     return 0
+
+
+def ps_fields(record, status, no_trunc=False):
+    """A container's ``ps`` columns by the names ``--format`` uses."""
+    command = " ".join([record.config["Path"], *record.config["Args"]])
+    if not no_trunc and len(command) > 20:
+        command = command[:19] + "…"
+    return {"ID": record.id if no_trunc else record.id[:12], "Image": record.config["Config"]["Image"],
+            "Command": f'"{command}"', "CreatedAt": record.config["Created"],
+            "RunningFor": human_since(record.config["Created"]) + " ago",
+            "Status": describe_status(record, status), "State": status,
+            "Ports": "", "Names": record.name,
+            "Mounts": ",".join(mount.get("Name") or mount["Source"]
+                               for mount in record.config.get("Mounts", [])),
+            "Labels": ",".join(f"{key}={value}" for key, value in
+                               record.config["Config"].get("Labels", {}).items())}
+
+
+PS_FILTERS = ("status", "name", "id", "exited", "ancestor", "label", "volume")
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def parse_filters(given):
+    """Parse ``-f KEY=VALUE`` options into ``{key: [values]}``, checking them."""
+    filters = {}
+    for text in given:
+        key, has_value, value = text.partition("=")
+        if not has_value or key not in PS_FILTERS:
+            raise host.EngineError(f"invalid filter '{text}'")
+        if key == "status" and value not in STATUSES:
+            raise host.EngineError(f"invalid filter 'status={value}'")
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+def matches_filters(record, status, filters):
+    """Docker's rule: values of one key are alternatives, different keys must all match."""
+    tests = {
+        "status": lambda value: status == value,
+        "name": lambda value: value.lstrip("/") in record.name,
+        "id": lambda value: record.id.startswith(value),
+        "exited": lambda value: status == "exited" and str(record.state.get("ExitCode")) == value,
+        "ancestor": lambda value: value in (record.config["Config"]["Image"], record.config["Image"]),
+        "label": lambda value: _has_label(record, value),
+        "volume": lambda value: any(value in (mount.get("Name"), mount["Source"],
+                                              mount["Destination"])
+                                    for mount in record.config.get("Mounts", [])),
+    }
+    return all(any(tests[key](value) for value in values) for key, values in filters.items())
+
+
+def _has_label(record, text):
+    key, has_value, value = text.partition("=")
+    labels = record.config["Config"].get("Labels", {})
+    return key in labels and (not has_value or labels[key] == value)
+
+
+def print_formatted(template, rows):
+    """Print rows through a Go-style template: ``{{.ID}}``, ``table {{.Names}}``.
+
+    Only field references are supported, which covers what ``ps --format``
+    is used for; ``\\t`` and ``\\n`` become a tab and a newline, as in Docker.
+    """
+    import re
+
+    table = template.startswith("table")
+    if table:
+        template = template[len("table"):].strip()
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+    field = re.compile(r"{{\s*\.(\w+)\s*}}")
+    for name in field.findall(template):
+        if rows and name not in rows[0]:
+            raise host.EngineError(f"template: can't evaluate field {name}")
+
+    def fill(values):
+        return field.sub(lambda match: str(values.get(match.group(1), "")), template)
+
+    if table:
+        headers = {"ID": "CONTAINER ID", "RunningFor": "CREATED", "CreatedAt": "CREATED AT"}
+        cells = [fill({name: headers.get(name, name.upper())
+                       for name in field.findall(template)}).split("\t")]
+        cells += [fill(values).split("\t") for values in rows]
+        print_table(cells[0], cells[1:])
+        return
+    for values in rows:
+        print(fill(values))
 
 
 def describe_status(record, status):
@@ -290,6 +403,9 @@ def describe_status(record, status):
         return "Up " + human_since(record.state["StartedAt"])
     if status == "exited":
         return f"Exited ({record.state.get('ExitCode', 0)}) {human_since(record.state['FinishedAt'])} ago"
+    if status == "restarting":
+        return (f"Restarting ({record.state.get('ExitCode', 0)}) "
+                f"{human_since(record.state['FinishedAt'])} ago")
     return status.capitalize()
 
 
@@ -299,7 +415,8 @@ def command_rm(arguments):
     status = 0
     for reference in arguments.containers:
         try:
-            container.remove(container.find(reference), force=arguments.force)
+            container.remove(container.find(reference), force=arguments.force,
+                             volumes=arguments.volumes)
             print(reference)
         except host.EngineError as error:
             print(f"minidocker: {error}", file=sys.stderr)
@@ -326,7 +443,8 @@ def command_inspect(arguments):
         try:
             found = image.Store().lookup(name)
             results.append({"Id": found.id, "RepoTags": found.names(),
-                            "RepoDigests": [], "Created": found.config.get("created"),
+                            "RepoDigests": image.Store().repository_digests(found.digest),
+                            "Created": found.config.get("created"),
                             "Architecture": found.config.get("architecture"),
                             "Os": found.config.get("os"), "Config": found.run_config,
                             "RootFS": {"Type": "layers", "Layers": found.diff_ids},
@@ -483,11 +601,14 @@ def command_images(arguments):
             continue
         repository = reference.familiar_repository if reference else "<none>"
         tag = reference.tag if reference and reference.tag else "<none>"
-        rows.append([repository, tag, identifier if arguments.no_trunc else identifier[:12],
+        digest = [found.digest if store.repository_digests(found.digest) else "<none>"]
+        rows.append([repository, tag, *(digest if arguments.digests else []),
+                     identifier if arguments.no_trunc else identifier[:12],
                      human_since(found.config.get("created")) + " ago",
                      human_size(found.size())])
     if not arguments.quiet:
-        print_table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+        print_table(["REPOSITORY", "TAG", *(["DIGEST"] if arguments.digests else []),
+                     "IMAGE ID", "CREATED", "SIZE"], rows)
     return 0
 
 
@@ -553,6 +674,236 @@ def parse_changes(instructions):
             raise host.EngineError(f"{keyword} is not a supported change: use CMD, ENTRYPOINT, ENV, "
                                    "WORKDIR or USER")
     return config
+
+
+# -- images and registries (chapter 4) ----------------------------------------
+
+def add_image_commands(commands):
+    """pull, push, login, logout, tag, save, load, history, export and ``image ...``."""
+    pull = commands.add_parser("pull", help="download an image from a registry")
+    pull.add_argument("--platform", help="os/arch[/variant] to pull from a multi-platform image")
+    pull.add_argument("-q", "--quiet", action="store_true", help="print only the image name")
+    pull.add_argument("name", metavar="NAME[:TAG|@DIGEST]")
+    pull.set_defaults(handler=command_pull)
+
+    push = commands.add_parser("push", help="upload an image to a registry")
+    push.add_argument("name", metavar="NAME[:TAG]")
+    push.set_defaults(handler=command_push)
+
+    login = commands.add_parser("login", help="log in to a registry")
+    login.add_argument("-u", "--username")
+    login.add_argument("-p", "--password")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.add_argument("server", nargs="?", metavar="SERVER")
+    login.set_defaults(handler=command_login)
+
+    logout = commands.add_parser("logout", help="forget the credentials for a registry")
+    logout.add_argument("server", nargs="?", metavar="SERVER")
+    logout.set_defaults(handler=command_logout)
+
+    tag = commands.add_parser("tag", help="give an image another name")
+    tag.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    tag.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    tag.set_defaults(handler=command_tag)
+
+    save = commands.add_parser("save", help="write images to a tar archive (docker-archive)")
+    save.add_argument("-o", "--output", help="write to a file, not standard output")
+    save.add_argument("images", nargs="+", metavar="IMAGE")
+    save.set_defaults(handler=command_save)
+
+    load = commands.add_parser("load", help="load images from a docker-archive or OCI archive")
+    load.add_argument("-i", "--input", help="read from a file, not standard input")
+    load.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    load.set_defaults(handler=command_load)
+
+    history = commands.add_parser("history", help="show the history of an image")
+    history.add_argument("--no-trunc", action="store_true", help="do not shorten the output")
+    history.add_argument("-q", "--quiet", action="store_true", help="only print image ids")
+    history.add_argument("image", metavar="IMAGE")
+    history.set_defaults(handler=command_history)
+
+    export = commands.add_parser("export", help="write a container's filesystem as a tar archive")
+    export.add_argument("-o", "--output", help="write to a file, not standard output")
+    export.add_argument("container", metavar="CONTAINER")
+    export.set_defaults(handler=command_export)
+
+    group = commands.add_parser("image", help="manage images (image inspect, ls, rm, ...)")
+    actions = group.add_subparsers(dest="image_command", metavar="COMMAND", parser_class=Parser)
+    inspect = actions.add_parser("inspect", help="show images' details as JSON")
+    inspect.add_argument("names", nargs="+", metavar="IMAGE")
+    inspect.set_defaults(handler=command_image_inspect)
+    for name, source in (("ls", "images"), ("rm", "rmi"), ("pull", "pull"), ("push", "push"),
+                         ("tag", "tag"), ("save", "save"), ("load", "load"),
+                         ("history", "history"), ("import", "import")):
+        # ``image ls`` is ``images`` with the same flags: copy the parser's actions.
+        alias = actions.add_parser(name, help=f"the same as {source!r}",
+                                   parents=[commands.choices[source]], add_help=False,
+                                   conflict_handler="resolve")
+        alias.set_defaults(handler=commands.choices[source].get_default("handler"))
+
+
+def command_pull(arguments):
+    from minidocker import registry
+
+    progress = registry.Progress(None if arguments.quiet else sys.stdout)
+    pulled = registry.pull(arguments.name, platform=arguments.platform, progress=progress)
+    from minidocker import image
+
+    reference = image.Reference.parse(arguments.name)
+    if reference.tag:
+        reference = reference.without_digest()
+    print(reference)
+    return 0 if pulled else 1
+
+
+def command_push(arguments):
+    from minidocker import registry
+
+    registry.push(arguments.name, progress=registry.Progress(sys.stdout))
+    return 0
+
+
+def command_login(arguments):
+    import getpass
+
+    from minidocker import registry
+
+    username, password = arguments.username, arguments.password
+    if arguments.password_stdin:
+        if password:
+            raise host.EngineError("--password and --password-stdin are mutually exclusive")
+        password = sys.stdin.readline().rstrip("\n")
+    if not username or not password:
+        if not sys.stdin.isatty():
+            raise host.EngineError("cannot perform an interactive login from a non TTY device")
+        username = username or input("Username: ")
+        password = password or getpass.getpass("Password: ")
+    if arguments.password:
+        print("WARNING! Using --password via the CLI is insecure. Use --password-stdin.",
+              file=sys.stderr)
+    registry.login(arguments.server, username, password)
+    print("Login Succeeded")
+    return 0
+
+
+def command_logout(arguments):
+    from minidocker import registry
+
+    server = registry.normalise_server(arguments.server)
+    if registry.logout(server):
+        print(f"Removing login credentials for {server}")
+    else:
+        print(f"Not logged in to {server}")
+    return 0
+
+
+def command_tag(arguments):
+    from minidocker import image
+
+    store = image.Store()
+    found = store.lookup(arguments.source)
+    target = image.Reference.parse(arguments.target)
+    if target.digest:
+        raise host.EngineError("refusing to create a tag with a digest reference")
+    store.tag(target, found.digest)
+    return 0
+
+
+def command_save(arguments):
+    from minidocker import image
+
+    if arguments.output is None and sys.stdout.isatty():
+        raise host.EngineError("cowardly refusing to save to a terminal. Use the -o flag "
+                               "or redirect")
+    image.save(image.Store(), arguments.images, arguments.output)
+    return 0
+
+
+def command_load(arguments):
+    from minidocker import image
+
+    for line in image.load(image.Store(), arguments.input):
+        if not arguments.quiet:
+            print(line)
+    return 0
+
+
+def command_history(arguments):
+    from minidocker import image
+
+    found = image.Store().lookup(arguments.image)
+    rows = []
+    for position, (created, created_by, size, comment, _) in enumerate(image.history(found)):
+        identifier = found.id if position == 0 else "<missing>"
+        if identifier != "<missing>" and not arguments.no_trunc:
+            identifier = identifier.removeprefix("sha256:")[:12]
+        if arguments.quiet:
+            print(identifier)
+            continue
+        if not arguments.no_trunc and len(created_by) > 45:
+            created_by = created_by[:44] + "…"
+        rows.append([identifier, human_since(created) + " ago" if created else "N/A",
+                     created_by, human_size(size), comment])
+    if not arguments.quiet:
+        print_table(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], rows)
+    return 0
+
+
+def command_export(arguments):
+    from minidocker import container, image
+
+    if arguments.output is None and sys.stdout.isatty():
+        raise host.EngineError("cowardly refusing to save to a terminal. Use the -o flag "
+                               "or redirect")
+    record = container.find(arguments.container)
+    layers = record.config["LayerDirectories"]
+    if os.path.isdir(os.path.join(record.directory, "rootfs")):
+        directories = [os.path.join(record.directory, "rootfs")]
+    else:
+        directories = [*layers, os.path.join(record.directory, "upper")]
+    image.export(directories, arguments.output)
+    return 0
+
+
+def command_image_inspect(arguments):
+    from minidocker import image
+
+    store = image.Store()
+    results, status = [], 0
+    for name in arguments.names:
+        try:
+            found = store.lookup(name)
+        except host.EngineError:
+            print(f"minidocker: Error: No such image: {name}", file=sys.stderr)
+            status = 1
+            continue
+        results.append(describe_image(store, found))
+    print(json.dumps(results, indent=4))
+    return status
+
+
+def describe_image(store, found):
+    """Docker's ``image inspect`` keys for one image."""
+    from minidocker import image
+
+    return {"Id": found.id,
+            "RepoTags": [f"{image.Reference.parse(name).familiar_repository}:"
+                         f"{image.Reference.parse(name).tag}"
+                         for name in found.names() if image.Reference.parse(name).tag],
+            "RepoDigests": store.repository_digests(found.digest),
+            "Parent": "", "Comment": "",
+            "Created": found.config.get("created"),
+            "Author": found.config.get("author", ""),
+            "Config": found.run_config,
+            "Architecture": found.config.get("architecture"),
+            "Variant": found.config.get("variant", ""),
+            "Os": found.config.get("os"),
+            "Size": found.size(),
+            "RootFS": {"Type": "layers", "Layers": found.diff_ids},
+            "Metadata": {"LastTagTime": ""},
+            "Descriptor": {"mediaType": found.manifest.get("mediaType", image.MEDIA_MANIFEST),
+                           "digest": found.digest,
+                           "size": len(store.read_blob(found.digest))}}
 
 
 # -- printing ----------------------------------------------------------------

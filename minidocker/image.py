@@ -22,6 +22,7 @@ character device 0/0 and an opaque directory (``.wh..wh..opq``) carries the
 ``trusted.overlay.opaque`` attribute: the format overlayfs reads directly.
 """
 
+import contextlib
 import datetime
 import gzip
 import hashlib
@@ -31,6 +32,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 
@@ -42,6 +44,7 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 REF_NAME = "org.opencontainers.image.ref.name"
 FULL_NAME = "io.containerd.image.name"
+DISTRIBUTED = "io.minidocker.distributed"
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -69,6 +72,15 @@ class Reference:
     @classmethod
     def parse(cls, text):
         match = _REFERENCE.match(text or "")
+        if not match and _REFERENCE.match((text or "").lower()):
+            # Docker's own wording: "repository name (library/Busybox) must be lowercase".
+            name = text.split("@")[0]
+            if name.rfind(":") > name.rfind("/"):
+                name = name[:name.rfind(":")]
+            if "/" not in name:
+                name = f"library/{name}"
+            raise host.EngineError(f"invalid reference format: repository name ({name}) "
+                                   "must be lowercase")
         if not match or len(text) > 255:
             raise host.EngineError(f'invalid reference format: "{text}"')
         domain, path = match["domain"], match["path"]
@@ -114,7 +126,13 @@ class Reference:
         name = self.familiar_repository
         if self.tag and self.tag != "latest":
             name += f":{self.tag}"
+        if self.digest and not self.tag:
+            name += f"@{self.digest}"
         return name
+
+    def without_digest(self):
+        """The same name with its tag only (``latest`` if it had none)."""
+        return Reference(self.domain, self.path, self.tag or "latest", None)
 
 
 # -- the store -----------------------------------------------------------
@@ -200,20 +218,53 @@ class Store:
         host.write_atomically(os.path.join(self.layout, "index.json"),
                               json.dumps(index, indent=2))
 
-    def tag(self, reference, manifest_digest):
-        """Point ``reference`` at a stored manifest (replacing an older one)."""
+    def tag(self, reference, manifest_digest, distributed=False):
+        """Point ``reference`` at a stored manifest (replacing an older one).
+
+        ``distributed`` records that a registry serves this manifest under
+        the reference's repository (it was pulled or pushed), which is what
+        Docker's ``RepoDigests`` lists.
+        """
         manifest = self.read_blob(manifest_digest)
         with host.locked(self.lock_path):
             index = self.index()
-            index["manifests"] = [entry for entry in index["manifests"]
-                                  if entry.get("annotations", {}).get(FULL_NAME) != str(reference)]
+            old = [entry for entry in index["manifests"]
+                   if entry.get("annotations", {}).get(FULL_NAME) == str(reference)]
+            distributed = distributed or any(
+                entry["digest"] == manifest_digest and entry["annotations"].get(DISTRIBUTED)
+                for entry in old)
+            index["manifests"] = [entry for entry in index["manifests"] if entry not in old]
+            annotations = {REF_NAME: reference.familiar(), FULL_NAME: str(reference)}
+            if distributed:
+                annotations[DISTRIBUTED] = "true"
             index["manifests"].append({
                 "mediaType": json.loads(manifest).get("mediaType", MEDIA_MANIFEST),
                 "digest": manifest_digest,
                 "size": len(manifest),
-                "annotations": {REF_NAME: reference.familiar(), FULL_NAME: str(reference)},
+                "annotations": annotations,
             })
             self.write_index(index)
+
+    def add_untagged(self, manifest_digest):
+        """List a manifest in the index without a name (Docker's ``<none>``)."""
+        manifest = self.read_blob(manifest_digest)
+        with host.locked(self.lock_path):
+            index = self.index()
+            if not any(entry["digest"] == manifest_digest for entry in index["manifests"]):
+                index["manifests"].append({"mediaType": MEDIA_MANIFEST, "digest": manifest_digest,
+                                           "size": len(manifest)})
+                self.write_index(index)
+
+    def repository_digests(self, manifest_digest):
+        """Docker's ``RepoDigests``: ``REPOSITORY@DIGEST`` for pulled or pushed names."""
+        found = set()
+        for entry in self.index()["manifests"]:
+            annotations = entry.get("annotations", {})
+            if entry["digest"] == manifest_digest and annotations.get(DISTRIBUTED) \
+                    and annotations.get(FULL_NAME):
+                name = Reference.parse(annotations[FULL_NAME])
+                found.add(f"{name.familiar_repository}@{manifest_digest}")
+        return sorted(found)
 
     def untag(self, reference):
         with host.locked(self.lock_path):
@@ -267,7 +318,11 @@ class Store:
         return os.path.join(self.layers, diff_id.removeprefix("sha256:"))
 
     def unpack_layer(self, blob_digest, diff_id, media_type):
-        """Unpack a layer blob once; later images share the directory."""
+        """Unpack a layer blob once; later images share the directory.
+
+        The uncompressed stream is hashed as it is unpacked: if it is not
+        the diff id the image config promised, the layer is thrown away.
+        """
         target = self.layer_path(diff_id)
         if os.path.isdir(target):
             return target
@@ -278,11 +333,24 @@ class Store:
             try:
                 host.narrate(4, f"unpack layer {diff_id[:19]} into {target}")
                 with open(self.blob_path(blob_digest), "rb") as blob:
-                    stream = gzip.GzipFile(fileobj=blob) if media_type.endswith("gzip") else blob
-                    unpack(stream, staging)
+                    stream = _Hashing(decompressed(blob, media_type))
+                    try:
+                        unpack(stream, staging)
+                        stream.drain()
+                    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+                        if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile):
+                            raise
+                        raise host.EngineError(f"layer {blob_digest[:19]} is not a valid "
+                                               f"{media_type.rsplit('.', 1)[-1]}: {error}")
+                if stream.digest() != diff_id:
+                    raise host.EngineError(f"layer {blob_digest[:19]} unpacks to "
+                                           f"{stream.digest()[:19]}, not the diff id "
+                                           f"{diff_id[:19]} its image config promised")
                 os.rename(staging, target)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target + ".lock")
                 raise
         try:
             os.unlink(target + ".lock")
@@ -367,6 +435,45 @@ class Store:
                         and not name.endswith(".lock") and not name.startswith("."):
                     host.narrate(4, f"remove unused layer {name[:12]}")
                     shutil.rmtree(path)
+
+
+def decompressed(blob, media_type):
+    """The uncompressed tar stream of a layer blob, by its media type."""
+    if media_type.endswith("zstd"):
+        try:
+            from compression import zstd
+        except ImportError:
+            raise host.EngineError("this layer is zstd-compressed, and this Python has no "
+                                   "compression.zstd module (Python 3.14 adds it)")
+        return zstd.ZstdFile(blob)
+    if media_type.endswith("gzip"):
+        return gzip.GzipFile(fileobj=blob)
+    return blob
+
+
+class _Hashing(io.RawIOBase):
+    """A stream that computes the SHA-256 of everything read through it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.hash = hashlib.sha256()
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        self.hash.update(data)
+        return len(data)
+
+    def drain(self):
+        """Read what tar left after its end marker: it is part of the diff id too."""
+        while self.read(1 << 20):
+            pass
+
+    def digest(self):
+        return "sha256:" + self.hash.hexdigest()
 
 
 class _Prepend(io.RawIOBase):
@@ -498,23 +605,33 @@ def unpack(stream, target):
                 whiteout = os.path.join(target, directory, base[len(WHITEOUT_PREFIX):])
                 if base[len(WHITEOUT_PREFIX):] in ("", ".", ".."):
                     raise host.EngineError(f"layer entry {member.name!r}: invalid whiteout")
+                # A layer lists only what changed, so the parent directory
+                # of a deleted file need not be in this tar.
+                os.makedirs(os.path.dirname(whiteout), exist_ok=True)
                 remove_existing(whiteout)
                 os.mknod(whiteout, stat.S_IFCHR | 0o600, 0)
                 continue
             if member.islnk():
-                link = safe_name(member.linkname)
+                try:
+                    link = safe_name(member.linkname)
+                except host.EngineError:
+                    raise host.EngineError(f"layer entry {member.name!r}: hard link to "
+                                           f"{member.linkname!r} points outside the layer")
                 if link is None:
                     raise host.EngineError(f"layer entry {member.name!r}: hard link out of the layer")
                 check_no_links_on_the_way(target, os.path.dirname(link), member.linkname)
                 source = os.path.join(target, link)
                 if not os.path.isfile(source) or os.path.islink(source):
                     raise host.EngineError(f"layer entry {member.name!r}: hard link to a missing file")
+                os.makedirs(os.path.dirname(path), exist_ok=True)
                 remove_existing(path)
                 os.link(source, path)
                 continue
             if not member.isdir():
                 remove_existing(path)
-            elif os.path.lexists(path) and not os.path.isdir(path):
+            elif os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
+                # A directory entry over a symbolic link must replace the
+                # link: extracting "into" it would chmod and chown its target.
                 remove_existing(path)
             member.name = name
             archive.extract(member, target, filter="fully_trusted", set_attrs=True,
@@ -560,3 +677,332 @@ def apply_extended_attributes(member, path):
                             value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
             except OSError as error:
                 host.narrate(4, f"cannot keep xattr {key} on {path}: {error.strerror}")
+
+
+# -- moving images in and out: save, load, history, export -------------------
+
+def save(store, names, output):
+    """Write images into one tar that ``docker load`` and ``podman load`` accept.
+
+    The tar is what Docker 25 writes: the classic docker-archive index
+    (``manifest.json``: for each image its config file, its tags and its
+    layer files) and, beside it, an OCI image layout (``oci-layout``,
+    ``index.json``) over the same ``blobs/sha256/`` files, so both kinds of
+    reader find what they look for.  Layers are stored uncompressed, named
+    by their diff id, which is what a docker-archive reader expects.
+    """
+    entries, index, files = [], [], {}
+    for name in names:
+        found = store.lookup(name)
+        tags = _tags_to_save(store, name, found)
+        layers = []
+        for layer, diff_id in zip(found.manifest["layers"], found.diff_ids):
+            files[diff_id] = ("layer", layer["digest"], layer["mediaType"])
+            layers.append(diff_id)
+        files[found.id] = ("bytes", store.read_blob(found.id))
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": found.id,
+                       "size": len(files[found.id][1])},
+            "layers": [{"mediaType": MEDIA_LAYER, "digest": diff_id,
+                        "size": _uncompressed_size(store, *files[diff_id][1:])}
+                       for diff_id in layers]})
+        manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        files[manifest_digest] = ("bytes", manifest)
+        entries.append({"Config": _blob_name(found.id), "RepoTags": tags,
+                        "Layers": [_blob_name(diff_id) for diff_id in layers]})
+        for tag in tags or [None]:
+            descriptor = {"mediaType": MEDIA_MANIFEST, "digest": manifest_digest,
+                          "size": len(manifest)}
+            if tag:
+                reference = Reference.parse(tag)
+                descriptor["annotations"] = {FULL_NAME: str(reference),
+                                             REF_NAME: reference.tag or "latest"}
+            index.append(descriptor)
+    host.narrate(4, f"save {len(entries)} image(s), {len(files)} blob(s) to {output}")
+    with _open_output(output) as stream, tarfile.open(fileobj=stream, mode="w|",
+                                                      format=tarfile.PAX_FORMAT) as archive:
+        _add_bytes(archive, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        _add_bytes(archive, "index.json", json.dumps({"schemaVersion": 2,
+                                                      "manifests": index}).encode())
+        _add_bytes(archive, "manifest.json", json.dumps(entries).encode())
+        for digest, source in files.items():
+            if source[0] == "bytes":
+                _add_bytes(archive, _blob_name(digest), source[1])
+            else:
+                _add_layer(archive, store, digest, source[1], source[2])
+
+
+def _tags_to_save(store, name, found):
+    """The names to record: the one asked for, or all of them for an id."""
+    try:
+        reference = Reference.parse(name)
+    except host.EngineError:
+        reference = None
+    if reference and reference.tag and any(str(n) == str(reference) for n in found.names()
+                                           if n):
+        return [f"{reference.familiar_repository}:{reference.tag}"]
+    return [f"{Reference.parse(n).familiar_repository}:{Reference.parse(n).tag}"
+            for n in found.names() if Reference.parse(n).tag]
+
+
+def _blob_name(digest):
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+
+def _uncompressed_size(store, blob_digest, media_type):
+    if media_type == MEDIA_LAYER or media_type.endswith(".tar"):
+        return os.path.getsize(store.blob_path(blob_digest))
+    size = 0
+    with open(store.blob_path(blob_digest), "rb") as blob:
+        stream = decompressed(blob, media_type)
+        while chunk := stream.read(1 << 20):
+            size += len(chunk)
+    return size
+
+
+def _open_output(output):
+    if output in (None, "-"):
+        return contextlib.nullcontext(sys.stdout.buffer)
+    return open(output, "wb")
+
+
+def _add_bytes(archive, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    archive.addfile(info, io.BytesIO(data))
+
+
+def _add_layer(archive, store, diff_id, blob_digest, media_type):
+    with tempfile.TemporaryFile(dir=store.layers) as plain:
+        with open(store.blob_path(blob_digest), "rb") as blob:
+            shutil.copyfileobj(decompressed(blob, media_type), plain, 1 << 20)
+        info = tarfile.TarInfo(_blob_name(diff_id))
+        info.size = plain.tell()
+        info.mtime = 0
+        info.mode = 0o644
+        plain.seek(0)
+        archive.addfile(info, plain)
+
+
+def load(store, path):
+    """Load the images of a docker-archive or an OCI archive; return their names.
+
+    Every blob is checked against its digest (layers of a docker-archive
+    against the diff ids in their config) before it enters the store; if
+    anything is wrong, what this load added is removed again.
+    """
+    store.ensure()
+    if path in (None, "-"):
+        with tempfile.NamedTemporaryFile(dir=store.layers, prefix=".load-") as copy:
+            shutil.copyfileobj(sys.stdin.buffer, copy, 1 << 20)
+            copy.flush()
+            return load(store, copy.name)
+    try:
+        archive = tarfile.open(path, "r:*")
+    except FileNotFoundError:
+        raise host.EngineError(f"open {path}: no such file or directory")
+    except tarfile.TarError as error:
+        raise host.EngineError(f"{path}: not a tar archive ({error})")
+    added = []
+    with archive:
+        members = {safe_name(member.name): member for member in archive.getmembers()
+                   if member.isfile()}
+        try:
+            if "manifest.json" in members:
+                return _load_docker_archive(store, archive, members, added)
+            if "index.json" in members:
+                return _load_oci_archive(store, archive, members, added)
+            raise host.EngineError(f"{path}: neither a docker-archive (no manifest.json) "
+                                   "nor an OCI archive (no index.json)")
+        except BaseException:
+            for digest in added:
+                os.unlink(store.blob_path(digest))
+            raise
+
+
+def _read_member(archive, members, name, limit=16 << 20):
+    member = members.get(safe_name(name) if name else None)
+    if member is None:
+        raise host.EngineError(f"the archive has no file {name!r}")
+    if member.size > limit:
+        raise host.EngineError(f"{name!r} in the archive is too large")
+    return archive.extractfile(member).read()
+
+
+def _copy_member_checked(store, archive, members, name, expected, decompress, added):
+    """Copy one archive member into the store as a blob that must hash to ``expected``."""
+    member = members.get(safe_name(name))
+    if member is None:
+        raise host.EngineError(f"the archive has no file {name!r}")
+    if store.has_blob(expected):
+        return os.path.getsize(store.blob_path(expected))
+    temporary = store.temporary_file()
+    try:
+        source = archive.extractfile(member)
+        if decompress:
+            head = source.read(2)
+            source.seek(0)
+            if head == b"\x1f\x8b":
+                source = gzip.GzipFile(fileobj=source)
+        with open(temporary, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        size = os.path.getsize(temporary)
+        store.put_blob_file(temporary, expected_digest=expected)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    added.append(expected)
+    return size
+
+
+def _load_docker_archive(store, archive, members, added):
+    loaded = []
+    for entry in json.loads(_read_member(archive, members, "manifest.json")):
+        config_bytes = _read_member(archive, members, entry["Config"])
+        config = json.loads(config_bytes)
+        config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(entry["Layers"]):
+            raise host.EngineError(f"{entry['Config']}: {len(diff_ids)} diff ids for "
+                                   f"{len(entry['Layers'])} layers")
+        layers = []
+        for name, diff_id in zip(entry["Layers"], diff_ids):
+            size = _copy_member_checked(store, archive, members, name, diff_id, True, added)
+            layers.append({"mediaType": MEDIA_LAYER, "digest": diff_id, "size": size})
+        if not store.has_blob(config_digest):
+            store.put_blob(config_bytes)
+            added.append(config_digest)
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest,
+                       "size": len(config_bytes)},
+            "layers": layers})
+        manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        if not store.has_blob(manifest_digest):
+            store.put_blob(manifest)
+            added.append(manifest_digest)
+        store.image(manifest_digest).layer_directories()
+        names = entry.get("RepoTags") or []
+        for name in names:
+            store.tag(Reference.parse(name), manifest_digest)
+        if not names:
+            store.add_untagged(manifest_digest)
+        loaded += [f"Loaded image: {name}" for name in names] or \
+            [f"Loaded image ID: {config_digest}"]
+    return loaded
+
+
+def _load_oci_archive(store, archive, members, added):
+    loaded = []
+    index = json.loads(_read_member(archive, members, "index.json"))
+    for descriptor in index.get("manifests", []):
+        manifest_digest, manifest = _resolve_archive_manifest(archive, members, descriptor)
+        for blob in [manifest["config"], *manifest["layers"]]:
+            _copy_member_checked(store, archive, members, _blob_name(blob["digest"]),
+                                 blob["digest"], False, added)
+        manifest_bytes = _read_member(archive, members, _blob_name(manifest_digest))
+        if not store.has_blob(manifest_digest):
+            store.put_blob(manifest_bytes, expected_digest=manifest_digest)
+            added.append(manifest_digest)
+        store.image(manifest_digest).layer_directories()
+        annotations = descriptor.get("annotations") or {}
+        name = annotations.get(FULL_NAME) or annotations.get(REF_NAME)
+        if name:
+            reference = Reference.parse(name)
+            store.tag(reference, manifest_digest)
+            loaded.append(f"Loaded image: {reference.familiar_repository}:{reference.tag}")
+        else:
+            store.add_untagged(manifest_digest)
+            config_digest = manifest["config"]["digest"]
+            loaded.append(f"Loaded image ID: {config_digest}")
+    return loaded
+
+
+def _resolve_archive_manifest(archive, members, descriptor):
+    """Follow an index in an OCI archive to the manifest for this host."""
+    digest = descriptor["digest"]
+    for _ in range(4):
+        data = _read_member(archive, members, _blob_name(digest))
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise host.EngineError(f"blob {digest} in the archive does not match its digest")
+        document = json.loads(data)
+        if "manifests" not in document:
+            return digest, document
+        choices = document["manifests"]
+        matching = [entry for entry in choices
+                    if (entry.get("platform") or {}).get("architecture") == host_architecture()]
+        if not matching:
+            raise host.EngineError(f"no matching manifest for linux/{host_architecture()} "
+                                   "in the archive's index")
+        digest = matching[0]["digest"]
+    raise host.EngineError("the archive's indexes nest too deeply")
+
+
+def history(found):
+    """The image's history, newest first: ``(created, created_by, size, comment, empty)``.
+
+    ``empty_layer`` entries (a CMD or ENV change) made no layer; the others
+    are paired with the manifest's layers in order.
+    """
+    layers = list(found.manifest["layers"])
+    rows = []
+    for entry in found.config.get("history") or []:
+        empty = bool(entry.get("empty_layer"))
+        size = 0 if empty or not layers else layers.pop(0).get("size", 0)
+        rows.append((entry.get("created", ""), entry.get("created_by", ""), size,
+                     entry.get("comment", ""), empty))
+    return list(reversed(rows))
+
+
+def export(directories, output):
+    """Write the merged view of stacked layer directories (lowest first) as one tar.
+
+    This is what overlayfs shows, computed by hand: walk the layers from the
+    top down, let the first layer that has a path win, and let a whiteout
+    (char device 0/0) or an opaque directory hide the path in every layer
+    below it.
+    """
+    hidden, seen = set(), set()
+    with _open_output(output) as stream, tarfile.open(fileobj=stream, mode="w|",
+                                                      format=tarfile.PAX_FORMAT) as archive:
+        for directory in reversed(directories):
+            hidden_below = set()
+            for current, subdirectories, files in os.walk(directory):
+                relative_directory = os.path.relpath(current, directory)
+                for name in sorted(subdirectories + files):
+                    relative = os.path.normpath(os.path.join(relative_directory, name))
+                    path = os.path.join(current, name)
+                    if _is_hidden(relative, hidden):
+                        continue
+                    status = os.lstat(path)
+                    if stat.S_ISCHR(status.st_mode) and status.st_rdev == 0:
+                        hidden_below.add(relative)
+                        continue
+                    if stat.S_ISDIR(status.st_mode) and _is_opaque(path):
+                        hidden_below.add(relative + "/")
+                    if relative not in seen:
+                        seen.add(relative)
+                        archive.add(path, arcname=relative, recursive=False)
+                subdirectories[:] = [d for d in subdirectories if not _is_hidden(
+                    os.path.normpath(os.path.join(relative_directory, d)), hidden)]
+            hidden |= hidden_below
+
+
+def _is_hidden(relative, hidden):
+    """Say whether a whiteout or opaque directory of an upper layer hides ``relative``."""
+    parts = relative.split("/")
+    for count in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:count])
+        if prefix in hidden or (count < len(parts) and prefix + "/" in hidden):
+            return True
+    return False
+
+
+def _is_opaque(path):
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False

@@ -144,9 +144,8 @@ def _pull_from(client, reference, wanted, progress, store):
     except BaseException:
         undo_pull(store, added, unpacked)
         raise
-    named = image.Reference(reference.domain, reference.path, reference.tag, None) \
-        if reference.tag else reference
-    store.tag(named, manifest_digest)
+    named = reference.without_digest() if reference.tag else reference
+    store.tag(named, manifest_digest, distributed=True)
     progress.say(f"Digest: {manifest_digest}")
     progress.say(f"Status: Downloaded newer image for {named.familiar_repository}"
                  f"{':' + named.tag if named.tag else '@' + manifest_digest}")
@@ -325,6 +324,7 @@ def push(text, progress=None, store=None):
     media_type = document.get("mediaType", OCI_MANIFEST)
     tag = reference.tag or "latest"
     digest = client.put_manifest(repository, tag, manifest, media_type, scope)
+    store.tag(reference.without_digest(), stored.digest, distributed=True)
     progress.say(f"{tag}: digest: {digest} size: {len(manifest)}")
     return digest
 
@@ -544,8 +544,11 @@ class Client:
         if self.challenge["scheme"] == "bearer":
             self.token_for("")
             return
-        response = self.request("GET", "/v2/", scope="")
+        response = self.request("GET", "/v2/", scope="", ok=(200, 401))
         response.read()
+        if response.status == 401:
+            raise host.EngineError(f"login to {self.domain} failed: unauthorized: "
+                                   "incorrect username or password")
 
     def token_for(self, scope):
         """Ask the realm named in the challenge for a bearer token for ``scope``."""
@@ -795,13 +798,13 @@ def read_checked(response, descriptor, report, target):
                 target.write(chunk)
             report(done)
     except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as error:
-        raise ShortBlob(f"blob {expected_digest}: the connection broke after {done} of "
-                        f"{expected_size} bytes ({describe_error(error)})")
+        raise ShortBlob(f"blob {expected_digest}: truncated, the connection broke after "
+                        f"{done} of {expected_size} bytes ({describe_error(error)})")
     finally:
         response.close()
     if done < expected_size:
-        raise ShortBlob(f"blob {expected_digest}: got {done} of {expected_size} bytes "
-                        "(truncated)")
+        raise ShortBlob(f"blob {expected_digest}: truncated, got {done} of "
+                        f"{expected_size} bytes")
     if done > expected_size:
         raise host.EngineError(f"blob {expected_digest}: the registry sent more than the "
                                f"{expected_size} bytes the manifest promised; refusing it")

@@ -263,7 +263,7 @@ def build_layout(workdir):
     Tags:
 
     * ``busybox`` — one layer: the busybox rootfs; cmd ``/bin/sh``.
-    * ``layered`` — three layers: busybox; then ``/etc/hostname`` deleted
+    * ``layered`` — three layers: busybox; then ``/etc/platform`` deleted
       and ``/var/www/old.html`` added (umoci writes ``.wh.`` whiteouts); then
       ``/var/www`` made opaque (``.wh..wh..opq``) with only ``fresh.html``.
     * ``arm64`` — busybox marked linux/arm64, with ``/etc/platform`` saying so
@@ -285,7 +285,7 @@ def build_layout(workdir):
 
     umoci("unpack", "--image", f"{layout}:busybox", bundle)
     rootfs = os.path.join(bundle, "rootfs")
-    os.remove(os.path.join(rootfs, "etc", "hostname"))
+    os.remove(os.path.join(rootfs, "etc", "platform"))
     with open(os.path.join(rootfs, "var", "www", "old.html"), "w") as handle:
         handle.write("old\n")
     umoci("repack", "--image", f"{layout}:layered", bundle)

@@ -1,0 +1,492 @@
+"""Chapter 4: pulling from and pushing to registries, against real servers.
+
+The registry is Debian's ``docker-registry`` on 127.0.0.1; the images are
+built with ``umoci`` and pushed with ``skopeo``; hostile registries are a
+small ``http.server`` (tests/helpers/registry.py).  Nothing here talks to
+any address outside 127.0.0.0/8.
+"""
+
+import gzip
+import json
+import os
+import pty
+import shutil
+import stat
+import subprocess
+import tarfile
+
+import pytest
+
+from helpers.engine import Engine
+from helpers.registry import (
+    DOCKER_LIST, FakeRegistry, free_port, RegistryServer, TokenServer, build_layout, layer_tar,
+    push_index, sha256, skopeo_inspect, skopeo_push, tar_entry)
+
+pytestmark = pytest.mark.ch4
+
+
+# -- fixtures ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def layout(tmp_path_factory):
+    """The umoci-built test images (busybox, layered, arm64) in an OCI layout."""
+    return build_layout(str(tmp_path_factory.mktemp("umoci")))
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory, layout):
+    """An anonymous docker-registry with every test image pushed to it."""
+    server = RegistryServer(str(tmp_path_factory.mktemp("registry")))
+    try:
+        address = server.address
+        skopeo_push(layout, "busybox", f"{address}/test/busybox:oci", "oci")
+        skopeo_push(layout, "busybox", f"{address}/test/busybox:v2s2", "v2s2")
+        skopeo_push(layout, "busybox", f"{address}/library/busybox:latest", "v2s2")
+        skopeo_push(layout, "layered", f"{address}/test/layered:latest", "oci")
+        skopeo_push(layout, "busybox", f"{address}/test/multi:amd64", "oci")
+        skopeo_push(layout, "arm64", f"{address}/test/multi:arm64", "oci")
+        push_index(address, "test/multi", "latest", [("amd64", "amd64"), ("arm64", "arm64")])
+        skopeo_push(layout, "busybox", f"{address}/test/list:amd64", "v2s2")
+        skopeo_push(layout, "arm64", f"{address}/test/list:arm64", "v2s2")
+        push_index(address, "test/list", "latest", [("amd64", "amd64"), ("arm64", "arm64")],
+                   media_type=DOCKER_LIST)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake():
+    server = FakeRegistry()
+    yield server
+    server.stop()
+
+
+def store_files(engine):
+    """What the store holds: blob and layer files, and the names in index.json.
+
+    The empty layout a first command creates (oci-layout, an empty index)
+    does not count: it holds no image.
+    """
+    found = set()
+    for top in ("images/blobs/sha256", "layers"):
+        for directory, subdirectories, files in os.walk(os.path.join(engine.root, top)):
+            for name in subdirectories + files:
+                found.add(os.path.relpath(os.path.join(directory, name), engine.root))
+    index = os.path.join(engine.root, "images", "index.json")
+    if os.path.exists(index):
+        with open(index) as handle:
+            found |= {f"name {entry['digest']}" for entry in json.load(handle)["manifests"]}
+    return found
+
+
+def image_inspect(engine, name):
+    return json.loads(engine.ok("image", "inspect", name))[0]
+
+
+def layer_directories(engine, name):
+    """The unpacked layer directories of an image, lowest first."""
+    diff_ids = image_inspect(engine, name)["RootFS"]["Layers"]
+    return [os.path.join(engine.root, "layers", diff_id.split(":")[1]) for diff_id in diff_ids]
+
+
+def fails(engine, *arguments, env=None):
+    """Run a command that must fail the way the engine fails: one line, 125."""
+    result = engine.run(*arguments, env=env)
+    assert result.returncode == 125, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+# -- pulling -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("tag", ["oci", "v2s2"])
+def test_pull_by_tag_in_both_manifest_formats_and_run(engine, registry, tag):
+    reference = f"{registry.address}/test/busybox:{tag}"
+    output = engine.ok("pull", reference)
+    assert f"Status: Downloaded newer image for {reference}" in output
+    assert output.strip().splitlines()[-1] == reference
+    assert reference.rsplit(":", 1)[0] in engine.ok("images")
+    assert engine.ok("run", "--rm", reference, "cat", "/etc/platform") == "linux/amd64\n"
+
+
+def test_pull_by_digest_checks_the_manifest_and_names_the_image(engine, registry, layout):
+    remote = skopeo_inspect(f"docker://{registry.address}/test/busybox:oci")
+    reference = f"{registry.address}/test/busybox@{remote['Digest']}"
+    engine.ok("pull", reference)
+    inspected = image_inspect(engine, reference)
+    assert reference in inspected["RepoDigests"]
+    listing = engine.ok("images", "--digests")
+    assert remote["Digest"] in listing
+    assert engine.ok("run", "--rm", reference, "echo", "by digest") == "by digest\n"
+
+
+def test_pull_twice_reuses_the_layers(engine, registry):
+    reference = f"{registry.address}/test/busybox:oci"
+    engine.ok("pull", reference)
+    before = store_files(engine)
+    second = engine.ok("pull", reference)
+    assert "Already exists" in second
+    assert store_files(engine) == before
+
+
+def test_docker_hub_names_go_to_the_mirror_from_the_environment(engine, registry):
+    output = engine.ok("pull", "busybox",
+                       env={"MINIDOCKER_REGISTRY_MIRRORS": f"http://{registry.address}"})
+    assert "Status: Downloaded newer image for busybox:latest" in output
+    assert output.strip().splitlines()[-1] == "docker.io/library/busybox:latest"
+    inspected = image_inspect(engine, "busybox")
+    assert "busybox:latest" in inspected["RepoTags"]
+    assert engine.ok("run", "--rm", "busybox", "cat", "/etc/platform") == "linux/amd64\n"
+
+
+def test_docker_hub_names_go_to_the_mirror_from_daemon_json(engine, registry):
+    os.makedirs(engine.root, exist_ok=True)
+    with open(os.path.join(engine.root, "daemon.json"), "w") as handle:
+        json.dump({"registry-mirrors": [f"http://{registry.address}"]}, handle)
+    result = engine.run("--trace", "pull", "docker.io/library/busybox:latest")
+    assert result.returncode == 0, result.stderr
+    assert f"GET http://{registry.address}/v2/library/busybox/manifests/latest" in result.stderr
+    assert "registry-1.docker.io" not in result.stderr
+
+
+def test_trace_shows_every_step_of_the_handshake(engine, registry):
+    result = engine.run("--trace", "pull", f"{registry.address}/test/busybox:oci")
+    assert result.returncode == 0, result.stderr
+    trace = result.stderr
+    steps = [f"GET https://{registry.address}/v2/",      # insecure: HTTPS first...
+             f"GET http://{registry.address}/v2/",       # ...then plain HTTP
+             f"GET http://{registry.address}/v2/test/busybox/manifests/oci",
+             f"GET http://{registry.address}/v2/test/busybox/blobs/sha256:",
+             "verified sha256:", "unpack layer"]
+    positions = [trace.find(step) for step in steps]
+    assert -1 not in positions, trace
+    assert positions == sorted(positions), trace
+    assert "[ch4 image]" in trace
+
+
+def test_index_is_resolved_to_the_host_platform(engine, registry):
+    reference = f"{registry.address}/test/multi"
+    engine.ok("pull", reference)
+    assert image_inspect(engine, reference)["Architecture"] == "amd64"
+    assert engine.ok("run", "--rm", reference, "cat", "/etc/platform") == "linux/amd64\n"
+
+
+@pytest.mark.parametrize("repository", ["test/multi", "test/list"])
+def test_platform_flag_chooses_from_an_index_or_a_manifest_list(engine, registry, repository):
+    reference = f"{registry.address}/{repository}:latest"
+    engine.ok("pull", "--platform", "linux/arm64", reference)
+    inspected = image_inspect(engine, reference)
+    assert inspected["Architecture"] == "arm64"
+    layer = layer_directories(engine, reference)[-1]
+    with open(os.path.join(layer, "etc", "platform")) as handle:
+        assert handle.read() == "linux/arm64\n"
+
+
+def test_platform_missing_from_the_index_is_a_clear_error(engine, registry):
+    before = store_files(engine)
+    message = fails(engine, "pull", "--platform", "linux/s390x",
+                    f"{registry.address}/test/multi:latest")
+    assert "no matching manifest for linux/s390x" in message
+    assert store_files(engine) == before
+
+
+def test_whiteouts_become_overlay_whiteouts_and_hide_files(engine, registry):
+    reference = f"{registry.address}/test/layered"
+    engine.ok("pull", reference)
+    lowest, middle, top = layer_directories(engine, reference)
+    deleted = os.lstat(os.path.join(middle, "etc", "platform"))
+    assert stat.S_ISCHR(deleted.st_mode) and deleted.st_rdev == 0
+    assert os.getxattr(os.path.join(top, "var", "www"), "trusted.overlay.opaque") == b"y"
+    assert not os.path.exists(os.path.join(top, "var", "www", ".wh..wh..opq"))
+    assert os.path.exists(os.path.join(lowest, "etc", "platform"))
+    listing = engine.ok("run", "--rm", reference, "ls", "/var/www")
+    assert listing.split() == ["fresh.html"]
+    result = engine.run("run", "--rm", reference, "cat", "/etc/platform")
+    assert result.returncode != 0
+    assert "No such file" in result.stderr
+
+
+def test_invalid_references_are_rejected_like_docker(engine):
+    for text in ("bad//name", "a:b:c", "busybox:", "a@sha256:123", "x" * 256):
+        assert "invalid reference format" in fails(engine, "pull", text), text
+    assert "must be lowercase" in fails(engine, "pull", "Busybox")
+
+
+def test_pull_from_a_registry_that_is_not_there_is_a_clear_error(engine):
+    message = fails(engine, "pull", f"127.0.0.1:{free_port()}/test/busybox")
+    assert "connection refused" in message
+
+
+def test_tty_progress_rewrites_one_line_per_layer(engine, registry):
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(engine.command("pull", f"{registry.address}/test/layered"),
+                                   stdout=follower, stderr=subprocess.PIPE,
+                                   env=engine.environment(), cwd=os.path.dirname(__file__))
+        os.close(follower)
+        follower = None
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=60) == 0, process.stderr.read()
+        process.stderr.close()
+    finally:
+        os.close(leader)
+        if follower is not None:
+            os.close(follower)
+    text = output.decode()
+    assert "\x1b[" in text and "\x1b[2K" in text, text
+    assert "Pull complete" in text
+
+
+# -- bearer tokens, as Docker Hub does them -----------------------------------
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory, layout):
+    tokens = TokenServer(str(tmp_path_factory.mktemp("tokens")), users={"alice": "wonderland"})
+    server = RegistryServer(str(tmp_path_factory.mktemp("token-registry")),
+                            auth=("token", tokens))
+    try:
+        skopeo_push(layout, "busybox", f"{server.address}/test/busybox:latest", "oci",
+                    credentials="alice:wonderland")
+        tokens.requests.clear()
+        yield server, tokens
+    finally:
+        server.stop()
+        tokens.stop()
+
+
+def test_anonymous_bearer_token_flow(engine, token_registry):
+    server, tokens = token_registry
+    tokens.requests.clear()
+    result = engine.run("--trace", "pull", f"{server.address}/test/busybox")
+    assert result.returncode == 0, result.stderr
+    assert "WWW-Authenticate: Bearer" in result.stderr
+    scopes = [request["query"].get("scope") for request in tokens.requests]
+    assert ["repository:test/busybox:pull"] in scopes
+    assert all(request["user"] is None for request in tokens.requests)
+    assert engine.ok("run", "--rm", f"{server.address}/test/busybox", "echo", "ok") == "ok\n"
+
+
+def test_push_with_a_token_needs_login(engine, busybox, token_registry):
+    server, tokens = token_registry
+    target = f"{server.address}/test/pushed-with-token:1"
+    engine.ok("tag", "busybox", target)
+    assert "unauthorized" in fails(engine, "push", target)
+    assert "incorrect username or password" in fails(
+        engine, "login", "-u", "alice", "-p", "wrong", server.address)
+    assert "Login Succeeded" in engine.ok("login", "-u", "alice", "-p", "wonderland",
+                                          server.address)
+    tokens.requests.clear()
+    engine.ok("push", target)
+    assert any(request["user"] == "alice" and
+               request["query"].get("scope") == ["repository:test/pushed-with-token:pull,push"]
+               for request in tokens.requests)
+
+
+# -- pushing ---------------------------------------------------------------------
+
+def test_push_then_pull_into_a_fresh_root_gives_the_same_image(engine, busybox, registry,
+                                                               tmp_path):
+    target = f"{registry.address}/test/pushed:1.0"
+    engine.ok("tag", "busybox", target)
+    output = engine.ok("push", target)
+    assert f"The push refers to repository [{registry.address}/test/pushed]" in output
+    local = image_inspect(engine, target)
+    remote = skopeo_inspect(f"docker://{target}")
+    pushed_digest = output.strip().split("digest: ")[1].split()[0]
+    assert remote["Digest"] == pushed_digest
+    assert remote["Layers"] == [layer["digest"] for layer in
+                                json.loads(subprocess.run(
+                                    ["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                     f"docker://{target}"], capture_output=True,
+                                    check=True).stdout)["layers"]]
+    fresh = Engine(str(tmp_path / "fresh-root"))
+    try:
+        fresh.ok("pull", target)
+        again = image_inspect(fresh, target)
+        assert again["Id"] == local["Id"]
+        assert again["RootFS"]["Layers"] == local["RootFS"]["Layers"]
+        assert f"{registry.address}/test/pushed@{pushed_digest}" in again["RepoDigests"]
+        assert fresh.ok("run", "--rm", target, "echo", "round trip") == "round trip\n"
+    finally:
+        fresh.run("rm", "-f", *fresh.run("ps", "-aq").stdout.split())
+        shutil.rmtree(fresh.root, ignore_errors=True)
+    # A second push finds every blob already there.
+    assert "Layer already exists" in engine.ok("push", target)
+
+
+def test_push_with_basic_auth_login_and_logout(engine, busybox, tmp_path_factory):
+    server = RegistryServer(str(tmp_path_factory.mktemp("htpasswd-registry")),
+                            auth=("htpasswd", "bob", "builder"))
+    try:
+        target = f"{server.address}/team/app:v1"
+        engine.ok("tag", "busybox", target)
+        assert "authentication required" in fails(engine, "push", target)
+        assert "incorrect username or password" in fails(
+            engine, "login", "-u", "bob", "-p", "wrong", server.address)
+        assert not os.path.exists(os.path.join(engine.root, "auth.json"))
+        output = engine.ok("login", "-u", "bob", "--password-stdin", server.address,
+                           input="builder\n")
+        assert "Login Succeeded" in output
+        config = os.path.join(engine.root, "auth.json")
+        assert stat.S_IMODE(os.stat(config).st_mode) == 0o600
+        assert server.address in json.load(open(config))["auths"]
+        engine.ok("push", target)
+        remote = skopeo_inspect(f"docker://{target}", credentials="bob:builder")
+        assert remote["Digest"].startswith("sha256:")
+        assert "Removing login credentials" in engine.ok("logout", server.address)
+        assert server.address not in json.load(open(config))["auths"]
+        assert "authentication required" in fails(engine, "pull", target)
+    finally:
+        server.stop()
+
+
+# -- hostile registries -------------------------------------------------------------
+
+def pull_must_fail(engine, fake, repository, expected):
+    """Pull from the fake registry; it must fail cleanly and leave nothing."""
+    before = store_files(engine)
+    message = fails(engine, "pull", f"{fake.address}/{repository}")
+    assert expected in message, message
+    after = store_files(engine)
+    assert after == before, after - before
+    return message
+
+
+def test_layer_with_dot_dot_entries_is_refused(engine, fake, tmp_path):
+    victim = tmp_path / "escaped"
+    depth = "../" * 12
+    fake.serve_image("evil/dotdot", "latest", [layer_tar([
+        tar_entry("ok.txt", data=b"fine"),
+        tar_entry(f"{depth}{victim.relative_to('/')}", data=b"escaped"),
+    ])])
+    pull_must_fail(engine, fake, "evil/dotdot", "outside the layer")
+    assert not victim.exists()
+
+
+def test_layer_with_absolute_paths_is_refused(engine, fake, tmp_path):
+    victim = tmp_path / "absolute"
+    fake.serve_image("evil/absolute", "latest", [layer_tar([
+        tar_entry(str(victim), data=b"escaped")])])
+    pull_must_fail(engine, fake, "evil/absolute", "outside the layer")
+    assert not victim.exists()
+
+
+def test_file_written_through_a_symlink_is_refused(engine, fake, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fake.serve_image("evil/symlink", "latest", [layer_tar([
+        tar_entry("etc", tarfile.SYMTYPE, 0o777, linkname=str(outside)),
+        tar_entry("etc/pwned", data=b"escaped"),
+    ])])
+    pull_must_fail(engine, fake, "evil/symlink", "symbolic link")
+    assert list(outside.iterdir()) == []
+
+
+def test_symlink_in_a_lower_layer_cannot_be_written_through(engine, fake, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fake.serve_image("evil/symlink-layers", "latest", [
+        layer_tar([tar_entry("etc", tarfile.SYMTYPE, 0o777, linkname=str(outside))]),
+        layer_tar([tar_entry("etc/pwned", data=b"escaped")]),
+    ])
+    engine.run("pull", f"{fake.address}/evil/symlink-layers")
+    # Each layer is unpacked into its own directory: the upper layer's
+    # etc/pwned lands in that directory, never through the lower symlink.
+    assert list(outside.iterdir()) == []
+
+
+def test_hard_link_to_a_host_file_is_refused(engine, fake, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    fake.serve_image("evil/hardlink", "latest", [layer_tar([
+        tar_entry("stolen", tarfile.LNKTYPE, linkname=str(secret))])])
+    pull_must_fail(engine, fake, "evil/hardlink", "hard link")
+    assert os.stat(secret).st_nlink == 1
+    fake.serve_image("evil/hardlink-dotdot", "latest", [layer_tar([
+        tar_entry("stolen", tarfile.LNKTYPE, linkname="../" * 12 + str(secret)[1:])])])
+    pull_must_fail(engine, fake, "evil/hardlink-dotdot", "outside the layer")
+    assert os.stat(secret).st_nlink == 1
+
+
+def test_blob_with_the_wrong_digest_is_refused(engine, fake):
+    layer = gzip.compress(layer_tar([tar_entry("file", data=b"real")]), mtime=0)
+    evil = gzip.compress(layer_tar([tar_entry("file", data=b"evil")]), mtime=0)
+    digest = fake.serve_blob("evil/digest", layer)
+    fake.serve_blob("evil/digest", evil, digest=digest)      # same name, other bytes
+    manifest_layers = [(digest, len(evil))]
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [sha256(layer_tar([tar_entry("file", data=b"real")]))]}}
+    ).encode()
+    fake.serve_manifest("evil/digest", "latest", {
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": fake.serve_blob("evil/digest", config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": d, "size": s} for d, s in manifest_layers]})
+    pull_must_fail(engine, fake, "evil/digest", "refusing it")
+
+
+def test_truncated_blob_is_refused(engine, fake):
+    digest = fake.serve_image("evil/truncated", "latest",
+                              [layer_tar([tar_entry("big", data=os.urandom(200_000))])])
+    manifest = json.loads(fake.routes[f"/v2/evil/truncated/manifests/{digest}"][0][2])
+    layer = manifest["layers"][0]
+    blob = fake.routes[f"/v2/evil/truncated/blobs/{layer['digest']}"][0][2]
+    fake.serve_blob("evil/truncated", blob, truncate_to=len(blob) // 2)
+    pull_must_fail(engine, fake, "evil/truncated", "truncated")
+
+
+def test_manifest_naming_a_missing_blob_is_refused(engine, fake):
+    digest = fake.serve_image("evil/missing", "latest", [layer_tar([tar_entry("f", data=b"x")])])
+    manifest = json.loads(fake.routes[f"/v2/evil/missing/manifests/{digest}"][0][2])
+    del fake.routes[f"/v2/evil/missing/blobs/{manifest['layers'][0]['digest']}"]
+    pull_must_fail(engine, fake, "evil/missing", "404")
+
+
+def test_manifest_with_the_wrong_digest_is_refused(engine, fake):
+    digest = fake.serve_image("evil/manifest", "latest", [layer_tar([tar_entry("f", data=b"x")])])
+    other = "sha256:" + "0" * 64
+    fake.routes[f"/v2/evil/manifest/manifests/{other}"] = \
+        fake.routes[f"/v2/evil/manifest/manifests/{digest}"]
+    before = store_files(engine)
+    message = fails(engine, "pull", f"{fake.address}/evil/manifest@{other}")
+    assert "refusing it" in message
+    assert store_files(engine) == before
+
+
+def test_zstd_layers_need_compression_zstd(engine, fake):
+    fake.serve_image("evil/zstd", "latest", [layer_tar([tar_entry("f", data=b"x")])])
+    manifest_path = "/v2/evil/zstd/manifests/latest"
+    manifest = json.loads(fake.routes[manifest_path][0][2])
+    manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
+    fake.serve_manifest("evil/zstd", "latest", manifest)
+    try:
+        import compression.zstd  # noqa: F401
+    except ImportError:
+        pull_must_fail(engine, fake, "evil/zstd", "compression.zstd")
+    else:
+        pytest.skip("this Python has compression.zstd; the error path does not apply")
+
+
+def test_transient_server_errors_are_retried(engine, fake):
+    digest = fake.serve_image("flaky/image", "latest", [layer_tar([tar_entry("f", data=b"x")])])
+    path = "/v2/flaky/image/manifests/latest"
+    good = fake.routes[path][0]
+    fake.routes[path] = [(500, {}, b"oops"), (503, {}, b"busy"), good]
+    output = engine.ok("pull", f"{fake.address}/flaky/image")
+    assert f"Digest: {digest}" in output
+    assert [request for request in fake.requests if request[1] == path] == [("GET", path)] * 3
+
+
+def test_server_errors_that_persist_are_reported(engine, fake):
+    fake.routes["/v2/flaky/down/manifests/latest"] = [(500, {}, b"still broken")]
+    pull_must_fail(engine, fake, "flaky/down", "500")
