@@ -124,8 +124,10 @@ install_packages() {
     # https servers uv and busybox come from. The kernel is not touched.
     say "yum: updating the TLS stack (ca-certificates, curl, nss, openssl)"
     yum -y update ca-certificates curl nss nss-util nspr openssl
-    mapfile -t missing < <(missing_packages "${INTEROP_PACKAGES[@]}")
-    for package in "${missing[@]}"; do
+    # Not a `for` over a possibly empty array: bash 4.2 (CentOS 7's) calls
+    # "${empty[@]}" an unbound variable under set -u.
+    for package in "${INTEROP_PACKAGES[@]}"; do
+        rpm -q "$package" >/dev/null && continue
         # A failure here is reported below and costs only the tests that
         # need the package, so it does not stop the lab.
         yum -y install "$package" || true

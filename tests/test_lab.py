@@ -132,6 +132,18 @@ def test_vagrantfile_validates_for_each_provider(tmp_path, provider):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_libvirt_provider_accepts_the_labs_settings(tmp_path):
+    # --ignore-provider skips the provider's own checks; with vagrant-libvirt
+    # installed they can run too (no libvirt daemon is needed to validate).
+    plugins = vagrant(tmp_path, "plugin", "list")
+    if "vagrant-libvirt" not in plugins.stdout:
+        pytest.skip("the vagrant-libvirt plugin is not installed (Debian package: vagrant-libvirt)")
+    result = vagrant(tmp_path, "validate", VAGRANT_DEFAULT_PROVIDER="libvirt",
+                     MINIDOCKER_PROVIDER="libvirt", MINIDOCKER_MEMORY="3072")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ignoring provider config" not in result.stdout
+
+
 def test_unknown_provider_is_refused_by_name(tmp_path):
     result = vagrant(tmp_path, "validate", "--ignore-provider", MINIDOCKER_PROVIDER="hyperv")
     assert result.returncode != 0
