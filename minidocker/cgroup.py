@@ -271,13 +271,14 @@ class Cgroup:
         # A parallel destroy may remove the shared parent directory between
         # our mkdir of it and our mkdir of the leaf: the leaf then fails
         # with ENOENT, and starting over is the whole fix.
-        for attempt in range(5):
+        for _attempt in range(5):
             try:
                 self.driver.make(self.name)
                 break
             except FileNotFoundError:
-                if attempt == 4:
-                    raise
+                continue
+        else:
+            raise host.EngineError(f"cannot create cgroup {self.name}: its parent keeps vanishing")
         try:
             return self.driver.apply(self.name, limits)
         except FileNotFoundError as error:
@@ -305,9 +306,10 @@ class Cgroup:
         """Return the PIDs (as the host sees them) in the group, sorted."""
         pids = set()
         for directory in self.directories():
-            procs = os.path.join(directory, "cgroup.procs")
-            if os.path.exists(procs):
-                pids.update(int(line) for line in _read(procs).split())
+            try:
+                pids.update(int(line) for line in _read(os.path.join(directory, "cgroup.procs")).split())
+            except FileNotFoundError:
+                continue  # not (or no longer) in this hierarchy
         return sorted(pids)
 
     def oom_killed(self):
@@ -320,9 +322,14 @@ class Cgroup:
         Returns a dict with ``cpu_nanoseconds`` (CPU time used so far),
         ``memory_usage`` and ``memory_limit`` (bytes; usage without the
         inactive page cache, as ``docker stats`` shows it), ``pids``,
-        ``block_read`` and ``block_write`` (bytes).
+        ``block_read`` and ``block_write`` (bytes).  A group that is gone
+        (its container just ended) reads as all zeros.
         """
-        return self.driver.stats(self.name)
+        try:
+            return self.driver.stats(self.name)
+        except FileNotFoundError:
+            return {"cpu_nanoseconds": 0, "memory_usage": 0, "memory_limit": host_memory(),
+                    "pids": 0, "block_read": 0, "block_write": 0}
 
     def freeze(self):
         """Stop every process of the group where it stands (``docker pause``)."""
