@@ -46,13 +46,15 @@ PYTHON_HOME=/opt/minidocker-lab/python
 
 # What the engine and the suite need on every host: the host tools that are
 # the engine's hands (util-linux, iproute, iptables), mkfs.xfs for the overlay
-# volume, and the small tools the provisioning and the tests use.
+# volume, a C compiler with a static libc (a test builds a chroot escape),
+# and the small tools the provisioning and the tests use.
 CORE_PACKAGES=(
-    util-linux iproute iptables xfsprogs procps-ng kmod
-    curl ca-certificates tar gzip file which rsync sudo git
+    util-linux iproute iptables xfsprogs procps-ng psmisc kmod
+    gcc glibc-static curl ca-certificates tar gzip cpio file which rsync sudo git
 )
-# Tools some interop tests use; each test skips when its tool is missing.
-# They live in CentOS 7's extras repository, which a box may lack.
+# The registry interop tests' tools: a registry, skopeo and htpasswd. skopeo
+# and docker-distribution live in CentOS 7's extras repository, older than
+# Debian 12's; the lab goes on without them.
 INTEROP_PACKAGES=(skopeo docker-distribution httpd-tools)
 
 
