@@ -22,14 +22,18 @@ find_python() {
 apt_install() {
     # Install the Debian packages that are missing; update the lists only if needed.
     local missing=() package
+    if ! command -v apt-get >/dev/null 2>&1; then
+        if [ -f /etc/centos-release ]; then
+            echo "CentOS: lab/provision.sh installed the tools; not using apt" >&2
+            return 0
+        fi
+        echo "not a Debian-like system: please install the equivalents of: $*" >&2
+        return 1
+    fi
     for package in "$@"; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "please install: ${missing[*]}" >&2
-        return 1
-    fi
     echo "installing: ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
