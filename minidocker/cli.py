@@ -620,6 +620,20 @@ def command_rmi(arguments):
     for name in arguments.images:
         try:
             found = store.lookup(name)
+            names = [reference for reference, digest in store.images()
+                     if digest == found.digest and reference]
+            asked = [reference for reference in names if str(reference) == str(
+                image.Reference.parse(name)) or reference.familiar() == name] \
+                if not name.startswith("sha256:") else []
+            if asked and len(names) > 1:
+                # Docker removes only the name asked for while others remain.
+                store.untag(asked[0])
+                print(f"Untagged: {display_name(asked[0])}")
+                continue
+            if not asked and len(names) > 1 and not arguments.force:
+                raise host.EngineError(
+                    f"conflict: unable to delete {found.id[7:19]} (must be forced) - image is "
+                    "referenced in multiple repositories", exit_code=1)
             users = [record for record in container.all_containers() if record.config["Image"] == found.id]
             if users and not arguments.force:
                 raise host.EngineError(
@@ -629,7 +643,7 @@ def command_rmi(arguments):
             for reference, digest in store.images():
                 if digest == found.digest and reference:
                     store.untag(reference)
-                    print(f"Untagged: {reference.familiar()}")
+                    print(f"Untagged: {display_name(reference)}")
             print(f"Deleted: {found.id}")
         except host.EngineError as error:
             print(f"minidocker: Error response: {error}", file=sys.stderr)
@@ -677,6 +691,12 @@ def parse_changes(instructions):
 
 
 # -- images and registries (chapter 4) ----------------------------------------
+
+def display_name(reference):
+    """A name as Docker prints it: ``busybox:latest``, ``host:5000/app@sha256:...``."""
+    return reference.familiar_repository + (f":{reference.tag}" if reference.tag else
+                                            f"@{reference.digest}")
+
 
 def add_image_commands(commands):
     """pull, push, login, logout, tag, save, load, history, export and ``image ...``."""

@@ -808,8 +808,10 @@ def load(store, path):
         raise host.EngineError(f"{path}: not a tar archive ({error})")
     added = []
     with archive:
+        # extractfile() follows links between members inside the archive
+        # (skopeo's docker-archive links LAYERID/layer.tar to a file).
         members = {safe_name(member.name): member for member in archive.getmembers()
-                   if member.isfile()}
+                   if member.isfile() or member.issym() or member.islnk()}
         try:
             if "manifest.json" in members:
                 return _load_docker_archive(store, archive, members, added)
@@ -885,13 +887,13 @@ def _load_docker_archive(store, archive, members, added):
             store.put_blob(manifest)
             added.append(manifest_digest)
         store.image(manifest_digest).layer_directories()
-        names = entry.get("RepoTags") or []
+        names = [Reference.parse(name) for name in entry.get("RepoTags") or []]
         for name in names:
-            store.tag(Reference.parse(name), manifest_digest)
+            store.tag(name, manifest_digest)
         if not names:
             store.add_untagged(manifest_digest)
-        loaded += [f"Loaded image: {name}" for name in names] or \
-            [f"Loaded image ID: {config_digest}"]
+        loaded += [f"Loaded image: {name.familiar_repository}:{name.tag}" for name in names] \
+            or [f"Loaded image ID: {config_digest}"]
     return loaded
 
 

@@ -1,0 +1,239 @@
+"""Chapter 4: the image store and the commands around it.
+
+The store must stay an OCI image layout that skopeo and umoci read; ``save``
+must write what skopeo and podman read; ``load`` must take what skopeo
+writes.  None of those tools were written here, which is the point.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+
+import pytest
+
+from helpers.engine import Engine
+from helpers.registry import build_layout
+
+pytestmark = pytest.mark.ch4
+
+
+@pytest.fixture(scope="session")
+def layout(tmp_path_factory):
+    return build_layout(str(tmp_path_factory.mktemp("umoci-images")))
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A second engine root, empty, for round trips."""
+    engine = Engine(str(tmp_path / "fresh-root"))
+    yield engine
+    ids = engine.run("ps", "-aq").stdout.split()
+    if ids:
+        engine.run("rm", "-f", *ids)
+    shutil.rmtree(engine.root, ignore_errors=True)
+
+
+def inspect(engine, name):
+    return json.loads(engine.ok("image", "inspect", name))[0]
+
+
+def tool(*argv):
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{' '.join(argv)}: {result.stderr}"
+    return result.stdout
+
+
+def blob_files(engine):
+    directory = os.path.join(engine.root, "images", "blobs", "sha256")
+    return set(os.listdir(directory)) if os.path.isdir(directory) else set()
+
+
+# -- images, tag, rmi ---------------------------------------------------------------
+
+def test_images_prints_dockers_columns_ids_and_digests(busybox):
+    lines = busybox.ok("images").splitlines()
+    assert re.split(r"\s{2,}", lines[0]) == ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+    identifier = inspect(busybox, "busybox")["Id"].split(":")[1]
+    assert re.split(r"\s{2,}", lines[1])[:3] == ["busybox", "latest", identifier[:12]]
+    assert busybox.ok("images", "-q").split() == [identifier[:12]]
+    assert busybox.ok("images", "-q", "--no-trunc").split() == [identifier]
+    with_digests = busybox.ok("images", "--digests").splitlines()
+    assert "DIGEST" in with_digests[0]
+    assert "<none>" in with_digests[1]      # never pulled or pushed: no registry digest
+
+
+def test_tag_adds_a_name_and_rmi_of_one_name_keeps_the_other(busybox):
+    busybox.ok("tag", "busybox", "example.com/team/tool:1.0")
+    before = inspect(busybox, "busybox")
+    assert inspect(busybox, "example.com/team/tool:1.0")["Id"] == before["Id"]
+    assert sorted(inspect(busybox, "busybox")["RepoTags"]) == [
+        "busybox:latest", "example.com/team/tool:1.0"]
+    output = busybox.ok("rmi", "example.com/team/tool:1.0")
+    assert "Untagged: example.com/team/tool:1.0" in output
+    assert inspect(busybox, "busybox")["Id"] == before["Id"]
+    assert busybox.ok("run", "--rm", "busybox", "echo", "still here") == "still here\n"
+    output = busybox.ok("rmi", "busybox")
+    assert f"Deleted: {before['Id']}" in output
+    assert blob_files(busybox) == set()
+    assert os.listdir(os.path.join(busybox.root, "layers")) == []
+
+
+def test_rmi_refuses_an_image_a_container_uses_unless_forced(busybox):
+    busybox.ok("create", "--name", "user-of-busybox", "busybox", "true")
+    result = busybox.run("rmi", "busybox")
+    assert result.returncode == 1
+    assert "conflict" in result.stderr and "must force" in result.stderr
+    assert inspect(busybox, "busybox")
+    busybox.ok("rmi", "-f", "busybox")
+    assert busybox.run("image", "inspect", "busybox").returncode == 1
+    busybox.ok("rm", "user-of-busybox")
+
+
+def test_tag_of_a_missing_image_and_bad_names_are_errors(busybox):
+    result = busybox.run("tag", "nothing-here", "other")
+    assert result.returncode == 125 and "No such image: nothing-here" in result.stderr
+    result = busybox.run("tag", "busybox", "Bad Name")
+    assert result.returncode == 125 and "invalid reference format" in result.stderr
+
+
+# -- the store, read by other tools -----------------------------------------------
+
+def test_store_is_an_oci_layout_that_skopeo_and_umoci_read(busybox):
+    store = os.path.join(busybox.root, "images")
+    mine = inspect(busybox, "busybox")
+    skopeo = json.loads(tool("skopeo", "inspect", f"oci:{store}:busybox"))
+    assert skopeo["Layers"] == [mine["Descriptor"]["digest"]] or \
+        len(skopeo["Layers"]) == len(mine["RootFS"]["Layers"])
+    config = json.loads(tool("skopeo", "inspect", "--config", f"oci:{store}:busybox"))
+    assert config["rootfs"]["diff_ids"] == mine["RootFS"]["Layers"]
+    assert "busybox" in tool("umoci", "ls", "--layout", store).split()
+    assert "LAYER" in tool("umoci", "stat", "--image", f"{store}:busybox")
+
+
+def test_history_and_image_inspect(busybox):
+    history = busybox.ok("history", "busybox").splitlines()
+    assert re.split(r"\s{2,}", history[0])[:4] == ["IMAGE", "CREATED", "CREATED BY", "SIZE"]
+    assert len(history) == 2 and "import" in history[1]
+    details = inspect(busybox, "busybox")
+    for key in ("Id", "RepoTags", "RepoDigests", "Created", "Config", "Architecture", "Os",
+                "Size", "RootFS"):
+        assert key in details
+    assert details["RepoTags"] == ["busybox:latest"]
+    assert details["RootFS"]["Type"] == "layers"
+
+
+# -- save and load -------------------------------------------------------------
+
+def test_save_is_read_by_skopeo_and_load_round_trips(busybox, fresh, tmp_path):
+    archive = str(tmp_path / "busybox.tar")
+    busybox.ok("save", "-o", archive, "busybox")
+    mine = inspect(busybox, "busybox")
+    with tarfile.open(archive) as saved:
+        index = json.load(saved.extractfile("manifest.json"))
+    assert index[0]["RepoTags"] == ["busybox:latest"]
+    docker_archive = json.loads(tool("skopeo", "inspect", f"docker-archive:{archive}"))
+    assert len(docker_archive["Layers"]) == 1
+    config = json.loads(tool("skopeo", "inspect", "--config", f"docker-archive:{archive}"))
+    assert config["rootfs"]["diff_ids"] == mine["RootFS"]["Layers"]
+    tool("skopeo", "inspect", f"oci-archive:{archive}")
+    assert "Loaded image: busybox:latest" in fresh.ok("load", "-i", archive)
+    assert inspect(fresh, "busybox")["Id"] == mine["Id"]
+    assert fresh.ok("run", "--rm", "busybox", "echo", "loaded") == "loaded\n"
+
+
+def test_save_to_stdout_and_load_from_stdin(busybox, fresh):
+    saved = subprocess.run(busybox.command("save", "busybox"), capture_output=True,
+                           env=busybox.environment(), check=True).stdout
+    assert tarfile.open(fileobj=io.BytesIO(saved)).getmember("manifest.json")
+    fresh.ok("load", input=saved)
+    assert inspect(fresh, "busybox")["Id"] == inspect(busybox, "busybox")["Id"]
+
+
+def test_podman_loads_what_save_writes(busybox, tmp_path):
+    if not shutil.which("podman"):
+        pytest.skip("podman is not installed")
+    archive = str(tmp_path / "for-podman.tar")
+    busybox.ok("save", "-o", archive, "busybox")
+    # A private storage root, so the host's podman images are never touched
+    # (podman wants its run root shorter than 50 characters).
+    run_root = tempfile.mkdtemp(prefix="podman-run-", dir="/tmp")
+    podman = ["podman", "--root", str(tmp_path / "podman-root"),
+              "--runroot", run_root, "--storage-driver", "vfs"]
+    try:
+        output = tool(*podman, "load", "-i", archive)
+        assert "busybox" in output
+        images = tool(*podman, "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
+        identifier = inspect(busybox, "busybox")["Id"].split(":")[1]
+        assert f"docker.io/library/busybox:latest {identifier[:12]}" in images
+    finally:
+        subprocess.run([*podman, "system", "reset", "--force"], capture_output=True)
+        shutil.rmtree(run_root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("transport", ["docker-archive", "oci-archive"])
+def test_load_takes_what_skopeo_writes_and_runs_it(engine, layout, tmp_path, transport):
+    archive = str(tmp_path / f"{transport}.tar")
+    tool("skopeo", "copy", "--quiet", f"oci:{layout}:layered",
+         f"{transport}:{archive}:loaded/layered:v1")
+    output = engine.ok("load", "-i", archive)
+    assert "Loaded image: loaded/layered:v1" in output
+    assert engine.ok("run", "--rm", "loaded/layered:v1", "ls", "/var/www").split() == \
+        ["fresh.html"]
+
+
+def test_load_refuses_a_tampered_layer_and_keeps_the_store_clean(busybox, fresh, tmp_path):
+    archive = str(tmp_path / "good.tar")
+    busybox.ok("save", "-o", archive, "busybox")
+    tampered = str(tmp_path / "tampered.tar")
+    layer = "blobs/sha256/" + inspect(busybox, "busybox")["RootFS"]["Layers"][0].split(":")[1]
+    with tarfile.open(archive) as source, tarfile.open(tampered, "w") as target:
+        for member in source.getmembers():
+            data = source.extractfile(member).read() if member.isfile() else None
+            if member.name == layer:
+                evil = tarfile.TarInfo("evil")
+                evil.size = 4
+                buffer = io.BytesIO()
+                with tarfile.open(fileobj=buffer, mode="w") as inner:
+                    inner.addfile(evil, io.BytesIO(b"evil"))
+                data = buffer.getvalue()
+                member.size = len(data)
+            target.addfile(member, io.BytesIO(data) if data is not None else None)
+    result = fresh.run("load", "-i", tampered)
+    assert result.returncode == 125 and "digest mismatch" in result.stderr, result.stderr
+    assert blob_files(fresh) == set()
+    assert [n for n in os.listdir(os.path.join(fresh.root, "layers"))] == []
+
+
+def test_load_of_something_else_is_a_clear_error(engine, tmp_path):
+    not_tar = tmp_path / "notes.txt"
+    not_tar.write_text("hello\n")
+    result = engine.run("load", "-i", str(not_tar))
+    assert result.returncode == 125 and "not a tar archive" in result.stderr
+    empty = tmp_path / "empty.tar"
+    with tarfile.open(empty, "w"):
+        pass
+    result = engine.run("load", "-i", str(empty))
+    assert result.returncode == 125 and "neither a docker-archive" in result.stderr
+
+
+# -- import and export -------------------------------------------------------------
+
+def test_export_writes_the_merged_filesystem_and_import_takes_it_back(busybox, tmp_path):
+    busybox.ok("run", "--name", "changed", "busybox", "sh", "-c",
+               "echo made > /made.txt && rm /var/www/index.html")
+    exported = str(tmp_path / "exported.tar")
+    busybox.ok("export", "-o", exported, "changed")
+    with tarfile.open(exported) as archive:
+        names = set(archive.getnames())
+        assert "made.txt" in names
+        assert "bin/busybox" in names
+        assert "var/www/index.html" not in names
+        assert archive.extractfile("made.txt").read() == b"made\n"
+    busybox.ok("rm", "changed")
+    busybox.ok("import", exported, "reimported:1")
+    assert busybox.ok("run", "--rm", "reimported:1", "cat", "/made.txt") == "made\n"
