@@ -10,6 +10,8 @@ kernel to be tested against for real.  Debian's own kernel
   guest under a tmpfs overlay, so the guest runs the host's very Python,
   virtualenv and working tree, and may write anywhere without touching
   the host;
+* the host's ``/tmp`` stays visible (through the overlay), so a working
+  tree under ``/tmp`` runs too;
 * the guest mounts only ``cgroup2`` at ``/sys/fs/cgroup`` (no v1 at all),
   runs the command with the working tree as its directory, and writes the
   command's output and exit status into a second, writable 9p share;
@@ -64,7 +66,6 @@ GUEST_SCRIPT = """\
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 echo "cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
