@@ -10,22 +10,22 @@ directory once it is empty and the group is gone.
 
 Two generations of the interface are in use, and an engine must speak both:
 
-=================  ==========================================  ===============================
-                   cgroup v1 (CentOS 7, this lab's host)       cgroup v2 (modern distributions)
-=================  ==========================================  ===============================
-trees              one hierarchy per controller                one tree for every controller
-a container is     a directory in *each* hierarchy             one directory
-turn a controller  it is on wherever its hierarchy is mounted  the parent writes ``+memory``
-on                                                             into ``cgroup.subtree_control``
-``-m``             ``memory.limit_in_bytes``                   ``memory.max``
-``--memory-swap``  ``memory.memsw.limit_in_bytes`` (mem+swap)  ``memory.swap.max`` (swap only)
+=================  ============================================  ===============================
+                   cgroup v1 (CentOS 7, this lab's host)         cgroup v2 (modern distributions)
+=================  ============================================  ===============================
+trees              one hierarchy per controller                  one tree for every controller
+a container is     a directory in *each* hierarchy               one directory
+turn a controller  it is on wherever its hierarchy is mounted    the parent writes ``+memory``
+on                                                               into ``cgroup.subtree_control``
+``-m``             ``memory.limit_in_bytes``                     ``memory.max``
+``--memory-swap``  ``memory.memsw.limit_in_bytes`` (mem+swap)    ``memory.swap.max`` (swap only)
 ``--cpus``         ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``  ``cpu.max`` ("quota period")
-``--cpu-shares``   ``cpu.shares``                              ``cpu.weight`` (1-10000)
-``--cpuset-cpus``  ``cpuset.cpus`` (and ``cpuset.mems``)       ``cpuset.cpus``
-``--pids-limit``   ``pids.max``                                ``pids.max``
-OOM kills          ``memory.oom_control``: ``oom_kill N``      ``memory.events``: ``oom_kill N``
-freeze             ``freezer.state``: ``FROZEN``               ``cgroup.freeze``: ``1``
-=================  ==========================================  ===============================
+``--cpu-shares``   ``cpu.shares``                                ``cpu.weight`` (1-10000)
+``--cpuset-cpus``  ``cpuset.cpus`` (and ``cpuset.mems``)         ``cpuset.cpus``
+``--pids-limit``   ``pids.max``                                  ``pids.max``
+OOM kills          ``memory.oom_control``: ``oom_kill N``        ``memory.events``: ``oom_kill N``
+freeze             ``freezer.state``: ``FROZEN``                 ``cgroup.freeze``: ``1``
+=================  ============================================  ===============================
 
 Where the hierarchies are mounted is read from ``/proc/self/mountinfo``,
 never assumed.  A host that mounts controllers as v1 hierarchies gets the
