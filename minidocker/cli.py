@@ -113,7 +113,21 @@ def build_parser():
     load_tar.set_defaults(handler=command_import)
     add_image_commands(commands)
     add_lifecycle_commands(commands)
+    add_demo_command(commands)
     return parser
+
+
+def add_demo_command(commands):
+    demo = commands.add_parser("demo", help="walk through the whole course on one busybox image")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the demo's engine root to look around in")
+    demo.set_defaults(handler=command_demo)
+
+
+def command_demo(arguments):
+    from minidocker import demo
+
+    return demo.main(keep=arguments.keep)
 
 
 def add_create_options(parser):
