@@ -19,7 +19,7 @@ import pytest
 
 from helpers.engine import Engine
 from helpers.registry import (
-    DOCKER_LIST, FakeRegistry, free_port, RegistryServer, TokenServer, build_layout, layer_tar,
+    DOCKER_LIST, FakeRegistry, free_port, make_certificates, RegistryServer, TokenServer, build_layout, layer_tar,
     push_index, sha256, skopeo_inspect, skopeo_push, tar_entry)
 
 pytestmark = pytest.mark.ch4
@@ -244,6 +244,40 @@ def test_tty_progress_rewrites_one_line_per_layer(engine, registry):
     text = output.decode()
     assert "\x1b[" in text and "\x1b[2K" in text, text
     assert "Pull complete" in text
+
+
+# -- HTTPS -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_registry(tmp_path_factory, layout):
+    """docker-registry over HTTPS on 127.0.0.2, which is not insecure by default."""
+    ca, certificate, key = make_certificates(str(tmp_path_factory.mktemp("tls")), "127.0.0.2")
+    server = RegistryServer(str(tmp_path_factory.mktemp("tls-registry")),
+                            tls=(certificate, key), ip="127.0.0.2")
+    try:
+        skopeo_push(layout, "busybox", f"{server.address}/test/busybox:latest", "oci")
+        yield server, ca
+    finally:
+        server.stop()
+
+
+def test_https_needs_a_trusted_certificate(engine, tls_registry):
+    server, ca = tls_registry
+    reference = f"{server.address}/test/busybox"
+    assert "CERTIFICATE_VERIFY_FAILED" in fails(engine, "pull", reference).upper()
+    trusted = os.path.join(engine.root, "certs.d", server.address)
+    os.makedirs(trusted)
+    shutil.copy(ca, os.path.join(trusted, "ca.crt"))
+    result = engine.run("--trace", "pull", reference)
+    assert result.returncode == 0, result.stderr
+    assert f"GET https://{server.address}/v2/test/busybox/manifests/latest" in result.stderr
+    assert "GET http://" not in result.stderr
+
+
+def test_insecure_registry_setting_skips_verification(engine, tls_registry):
+    server, _ = tls_registry
+    engine.ok("pull", f"{server.address}/test/busybox",
+              env={"MINIDOCKER_INSECURE_REGISTRIES": server.address})
 
 
 # -- bearer tokens, as Docker Hub does them -----------------------------------

@@ -48,11 +48,11 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def wait_for_port(port, timeout=10):
+def wait_for_port(port, timeout=10, ip="127.0.0.1"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((ip, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
@@ -72,10 +72,12 @@ class RegistryServer:
     ``("token", token_server)``.
     """
 
-    def __init__(self, workdir, auth=None):
+    def __init__(self, workdir, auth=None, tls=None, ip="127.0.0.1"):
         self.workdir = workdir
         self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.ip = ip
+        self.address = f"{ip}:{self.port}"
+        self.tls = tls
         os.makedirs(workdir, exist_ok=True)
         config = os.path.join(workdir, "config.yml")
         with open(config, "w") as handle:
@@ -84,7 +86,7 @@ class RegistryServer:
         self.process = subprocess.Popen(["docker-registry", "serve", config],
                                         stdout=self.log, stderr=self.log)
         try:
-            wait_for_port(self.port)
+            wait_for_port(self.port, ip=ip)
         except RuntimeError:
             self.stop()
             raise
@@ -102,6 +104,8 @@ class RegistryServer:
             "http:",
             f"  addr: {self.address}",
         ]
+        if self.tls:
+            lines += ["  tls:", f"    certificate: {self.tls[0]}", f"    key: {self.tls[1]}"]
         if auth and auth[0] == "htpasswd":
             _, user, password = auth
             path = os.path.join(self.workdir, "htpasswd")
@@ -128,6 +132,29 @@ class RegistryServer:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+def make_certificates(workdir, ip):
+    """Make a CA and a server certificate for ``ip`` signed by it, with openssl.
+
+    Returns ``(ca certificate, server certificate, server key)`` paths.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = lambda name: os.path.join(workdir, name)  # noqa: E731
+    def openssl(*arguments):
+        subprocess.run(["openssl", *arguments], check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", path("ca.key"), "-out", path("ca.crt"),
+            "-subj", "/CN=minidocker test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", path("server.key"),
+            "-out", path("server.csr"), "-subj", f"/CN={ip}")
+    with open(path("server.ext"), "w") as handle:
+        handle.write(f"subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\n"
+                     "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"),
+            "-CAkey", path("ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", path("server.ext"), "-out", path("server.crt"))
+    return path("ca.crt"), path("server.crt"), path("server.key")
 
 
 # -- a bearer-token server, as auth.docker.io is -------------------------
