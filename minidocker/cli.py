@@ -113,6 +113,7 @@ def build_parser():
     load_tar.set_defaults(handler=command_import)
     add_image_commands(commands)
     add_lifecycle_commands(commands)
+    add_commit_commands(commands)
     add_demo_command(commands)
     return parser
 
@@ -605,9 +606,11 @@ def top_row(process):
 def command_images(arguments):
     from minidocker import image
 
+    from minidocker import commit
+
     store = image.Store()
     rows = []
-    for reference, digest in store.images():
+    for reference, digest in commit.listed_images(store):
         found = store.image(digest)
         identifier = found.id.removeprefix("sha256:")
         if arguments.quiet:
@@ -1000,3 +1003,107 @@ def human_size(size):
         if size < 1000 or unit == "TB":
             return f"{size:.3g}{unit}" if unit != "B" else f"{size}B"
         size /= 1000
+
+
+# -- diff, commit and build (chapter 7) ------------------------------------------
+
+def add_commit_commands(commands):
+    """diff, commit, build and ``builder prune``."""
+    diff = commands.add_parser("diff", help="list the files a container added, changed or deleted")
+    diff.add_argument("container", metavar="CONTAINER")
+    diff.set_defaults(handler=command_diff)
+
+    commit = commands.add_parser("commit", help="make a new image from a container's changes")
+    commit.add_argument("-m", "--message", default="", help="a commit message")
+    commit.add_argument("-a", "--author", default="", help='the author, e.g. "Ada <ada@example.org>"')
+    commit.add_argument("-c", "--change", action="append", default=[],
+                        help="apply a Dockerfile instruction: " + ", ".join(
+                            ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "VOLUME",
+                             "WORKDIR", "STOPSIGNAL")))
+    commit.add_argument("-p", "--pause", type=boolean_argument, nargs="?", const=True, default=True,
+                        help="freeze a running container while committing (default true)")
+    commit.add_argument("container", metavar="CONTAINER")
+    commit.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    commit.set_defaults(handler=command_commit)
+
+    build = commands.add_parser("build", help="build an image from a Dockerfile")
+    build.add_argument("-t", "--tag", action="append", default=[], help="name the image NAME[:TAG]")
+    build.add_argument("-f", "--file", help="the Dockerfile (default CONTEXT/Dockerfile)")
+    build.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
+                       help="set a build-time variable")
+    build.add_argument("--no-cache", action="store_true", help="do not reuse earlier steps")
+    build.add_argument("-q", "--quiet", action="store_true",
+                       help="print only the image id, not the steps and their output")
+    build.add_argument("context", metavar="CONTEXT", help="the directory a build may copy from")
+    build.set_defaults(handler=command_build)
+
+    builder = commands.add_parser("builder", help="manage the build cache")
+    actions = builder.add_subparsers(dest="builder_command", metavar="COMMAND", parser_class=Parser)
+    prune = actions.add_parser("prune", help="forget the build cache and free its space")
+    prune.set_defaults(handler=command_builder_prune)
+
+
+def boolean_argument(text):
+    """Read ``--pause=false`` the way Docker's flags do."""
+    if text.lower() in ("1", "t", "true"):
+        return True
+    if text.lower() in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
+def command_diff(arguments):
+    from minidocker import commit, container
+
+    for kind, path in commit.diff(container.find(arguments.container)):
+        print(f"{kind} {path}")
+    return 0
+
+
+def command_commit(arguments):
+    from minidocker import commit, container, image
+
+    store = image.Store()
+    store.ensure()
+    reference = image.Reference.parse(arguments.reference) if arguments.reference else None
+    committed = commit.commit(store, container.find(arguments.container), reference,
+                              message=arguments.message, author=arguments.author,
+                              changes=arguments.change, pause=arguments.pause)
+    print(committed.id)
+    return 0
+
+
+def command_build(arguments):
+    from minidocker import commit, container, image
+
+    store = image.Store()
+    store.ensure()
+    build_args = {}
+    for entry in arguments.build_arg:
+        name, has_value, value = entry.partition("=")
+        if has_value:
+            build_args[name] = value
+        elif name in os.environ:
+            build_args[name] = os.environ[name]
+    dockerfile = arguments.file or os.path.join(arguments.context, "Dockerfile")
+    progress = commit.build(store, arguments.context, dockerfile, containers=container,
+                            tags=arguments.tag, build_args=build_args,
+                            use_cache=not arguments.no_cache, quiet=arguments.quiet)
+    for line in progress:
+        if not arguments.quiet:
+            print(line, flush=True)
+        elif line.startswith("Successfully built"):
+            print(line.split()[-1])
+    return 0
+
+
+def command_builder_prune(arguments):
+    from minidocker import commit, container, image
+
+    store = image.Store()
+    count = commit.forget_build_cache(store)
+    in_use = {directory for record in container.all_containers()
+              for directory in record.config.get("LayerDirectories", [])}
+    store.remove_unused(keep_directories=in_use)
+    print(f"Deleted build cache objects: {count}")
+    return 0
