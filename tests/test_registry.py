@@ -524,3 +524,34 @@ def test_transient_server_errors_are_retried(engine, fake):
 def test_server_errors_that_persist_are_reported(engine, fake):
     fake.routes["/v2/flaky/down/manifests/latest"] = [(500, {}, b"still broken")]
     pull_must_fail(engine, fake, "flaky/down", "500")
+
+
+def test_unpacking_keeps_owners_setuid_bits_and_device_nodes(engine, fake):
+    setuid = tar_entry("bin/tool", mode=0o4755, data=b"#!/bin/sh\n")
+    setuid[0].uid, setuid[0].gid = 1000, 1000
+    device = tar_entry("dev/null", tarfile.CHRTYPE, 0o666)
+    device[0].devmajor, device[0].devminor = 1, 3
+    fake.serve_image("fine/special", "latest", [layer_tar([
+        tar_entry("bin/", tarfile.DIRTYPE, 0o755), setuid,
+        tar_entry("dev/", tarfile.DIRTYPE, 0o755), device,
+        tar_entry("bin/link", tarfile.SYMTYPE, 0o777, linkname="/etc/passwd"),
+        tar_entry("bin/hard", tarfile.LNKTYPE, linkname="bin/tool"),
+    ])])
+    engine.ok("pull", f"{fake.address}/fine/special")
+    (layer,) = layer_directories(engine, f"{fake.address}/fine/special")
+    tool = os.lstat(os.path.join(layer, "bin", "tool"))
+    assert stat.S_IMODE(tool.st_mode) == 0o4755 and (tool.st_uid, tool.st_gid) == (1000, 1000)
+    node = os.lstat(os.path.join(layer, "dev", "null"))
+    assert stat.S_ISCHR(node.st_mode) and (os.major(node.st_rdev), os.minor(node.st_rdev)) == (1, 3)
+    # An absolute symlink is kept as it is: it is resolved inside the container.
+    assert os.readlink(os.path.join(layer, "bin", "link")) == "/etc/passwd"
+    assert os.lstat(os.path.join(layer, "bin", "hard")).st_ino == tool.st_ino
+
+
+def test_docker_hub_digest_pull_through_the_mirror(engine, registry):
+    remote = skopeo_inspect(f"docker://{registry.address}/library/busybox:latest")
+    reference = f"busybox@{remote['Digest']}"
+    engine.ok("pull", reference,
+              env={"MINIDOCKER_REGISTRY_MIRRORS": f"http://{registry.address}"})
+    assert f"busybox@{remote['Digest']}" in image_inspect(engine, reference)["RepoDigests"]
+    assert engine.ok("run", "--rm", reference, "echo", "pinned") == "pinned\n"
