@@ -11,7 +11,7 @@ Run as root from the repository's top directory::
    (``Seccomp: 0``); Python cannot load one without C.
 3. **An OCI runtime**: the same busybox root, described by an OCI
    ``config.json`` with a seccomp filter that refuses ``mkdir``, run by
-   ``crun`` (or ``runc``): ``Seccomp: 2``, and ``mkdir`` fails.
+   ``runc`` (or ``crun``): ``Seccomp: 2``, and ``mkdir`` fails.
 
 Everything is made in a temporary directory and removed at the end.
 """
@@ -44,7 +44,9 @@ def main():
         root = make_busybox_root(os.path.join(workspace, "bundle", "rootfs"))
         print("2. seccomp: minidocker's container has no system call filter", flush=True)
         minidocker_seccomp(workspace, root)
-        runtime = shutil.which("crun") or shutil.which("runc")
+        # runc first: crun refuses a hybrid host whose cgroup2 mount holds
+        # any controller ("cgroups in hybrid mode not supported").
+        runtime = shutil.which("runc") or shutil.which("crun")
         if runtime is None:
             print("3. no OCI runtime here (install crun or runc) to see a seccomp filter at work")
             return
@@ -139,7 +141,8 @@ def oci_runtime(runtime, bundle):
     with open(path) as handle:
         config = json.load(handle)
     config["process"]["terminal"] = False
-    config["process"]["args"] = ["sh", "-c", "grep Seccomp: /proc/self/status; mkdir /made-here"]
+    config["process"]["args"] = ["sh", "-c", "grep Seccomp: /proc/self/status; "
+                                 "mkdir /made-here || echo the filter said no"]
     config["root"]["readonly"] = False
     config["linux"]["seccomp"] = {
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -157,6 +160,8 @@ def oci_runtime(runtime, bundle):
     # container would keep its cgroup on the host.
     if subprocess.run([runtime, "state", name], capture_output=True).returncode == 0:
         host.run([runtime, "delete", "--force", name], 8)
+    if result.returncode != 0:
+        raise host.EngineError(f"{os.path.basename(runtime)} run exited {result.returncode}")
 
 
 if __name__ == "__main__":
