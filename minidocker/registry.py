@@ -480,7 +480,9 @@ class Client:
         self.scheme = None
         self.challenge = None
         self.tokens = {}
-        self.credentials = credentials_for(domain)
+        # A mirror gets the credentials stored for the mirror's own host,
+        # never the Docker Hub password.
+        self.credentials = credentials_for(address if mirror else domain)
         self.opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=self.tls_context()), _NoErrorRedirects())
 
