@@ -80,6 +80,7 @@ def narrate(chapter, text):
     """
     if _trace_fd is None:
         return
+    text = shorten_for_reading(text)
     tag = f"ch{chapter} {CHAPTERS[chapter]}"
     if os.isatty(_trace_fd) and not os.environ.get("NO_COLOR"):
         line = f"\033[36m[{tag}]\033[0m {text}\n"
@@ -88,6 +89,23 @@ def narrate(chapter, text):
     os.write(_trace_fd, line.encode(errors="replace"))
     if _step:
         _wait_for_enter()
+
+
+_LONG_ID = None
+
+
+def shorten_for_reading(text):
+    """Make a trace line readable aloud: ``$ROOT`` for the engine root, short ids.
+
+    Container and layer ids are 64 hex digits; like ``docker ps``, the
+    trace shows their first 12.
+    """
+    global _LONG_ID
+    import re
+
+    if _LONG_ID is None:
+        _LONG_ID = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{52}\b")
+    return _LONG_ID.sub(r"\1", text.replace(engine_root(), "$ROOT"))
 
 
 def _wait_for_enter():

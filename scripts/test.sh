@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 [ "$(id -u)" -eq 0 ] || { echo "the tests run as root against the real kernel: use sudo" >&2; exit 1; }
 apt_install busybox-static util-linux iproute2 iptables procps psmisc kmod file \
     gcc libc6-dev umoci skopeo docker-registry apache2-utils \
-    qemu-system-x86 linux-image-amd64 cpio vagrant shellcheck xfsprogs
+    qemu-system-x86 linux-image-amd64 cpio vagrant shellcheck xfsprogs runc
 make_venv "[test,docs]"
 cd "$REPO"
 status=0
@@ -18,5 +18,6 @@ if [ "$status" -eq 5 ]; then
 fi
 [ "$status" -eq 0 ] || exit "$status"
 if [ -f docs/conf.py ]; then
+    rm -rf docs/_build
     "$PYTHON" -m sphinx -W --keep-going -q -b html docs docs/_build/html
 fi
