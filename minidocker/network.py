@@ -261,14 +261,26 @@ def _read_network(name, exit_code=125):
     """Load a network's record, making the built-in ones on first use."""
     if name in ("host", "none"):
         return _builtin_record(name)
-    path = _record_path(name)
-    if not os.path.exists(path):
+    if not os.path.exists(_record_path(name)):
         if name != DEFAULT_NETWORK:
             raise host.EngineError(f"network {name} not found", exit_code=exit_code)
-        with _networks_lock():
-            if not os.path.exists(path):
-                _save_record(_new_record(DEFAULT_NETWORK))
+        _create_default_network()
     return _load_record(name)
+
+
+def _create_default_network():
+    # Made on first use, maybe by several commands at once, some of them
+    # already holding the networks lock.  link(2) fails with EEXIST "if
+    # newpath already exists", so exactly one record lands, without a lock.
+    path = _record_path(DEFAULT_NETWORK)
+    draft = f"{path}.new{os.getpid()}"
+    host.write_atomically(draft, json.dumps(_new_record(DEFAULT_NETWORK), indent=2))
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass  # another command made it first; theirs is as good
+    finally:
+        os.unlink(draft)
 
 
 def _builtin_record(name):
@@ -510,16 +522,14 @@ def bring_up_bridge(record):
         _settle_subnet(record)
         enable_forwarding()
         bridge, gateway = record["Bridge"], f"{record['Gateway']}/{_prefix_length(record)}"
+        commands = [f"addr replace {gateway} dev {bridge}", f"link set {bridge} up"]
         if not _link_exists(bridge):
-            host.run(["ip", "link", "add", bridge, "mtu", str(uplink_mtu()), "type", "bridge"],
-                     CHAPTER)
-        host.run(["ip", "addr", "replace", gateway, "dev", bridge], CHAPTER)
-        host.run(["ip", "link", "set", bridge, "up"], CHAPTER)
+            commands.insert(0, f"link add {bridge} mtu {uplink_mtu()} type bridge")
+        _ip_batch(commands)
         # Published ports on 127.0.0.1 are DNATed to the container, but the
         # kernel drops packets with a loopback address on any other device
         # ("martians") unless route_localnet is set on it.  See ports below.
         host.write(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet", "1", CHAPTER)
-        ensure_chains()
         add_network_rules(record)
         for problem in preflight():
             print(f"WARNING: {problem}", file=sys.stderr)
@@ -528,11 +538,11 @@ def bring_up_bridge(record):
 def tear_down_bridge(record):
     """Remove the network's rules and bridge, and the chains if no bridge is left."""
     with host.locked(HOST_LOCK):
-        remove_rules_marked(network_comment(record))
+        others = [name for name in os.listdir("/sys/class/net")
+                  if name.startswith(BRIDGE_PREFIX) and name != record["Bridge"]]
+        remove_network_rules(record, last=not others)
         if _link_exists(record["Bridge"]):
             host.run(["ip", "link", "delete", record["Bridge"], "type", "bridge"], CHAPTER)
-        if not any(name.startswith(BRIDGE_PREFIX) for name in os.listdir("/sys/class/net")):
-            remove_chains()
 
 
 def _settle_subnet(record):
@@ -685,6 +695,57 @@ SHARED_RULES = (
 )
 
 
+def add_network_rules(record):
+    """Add the network's rules, and minidocker's chains first if they are missing.
+
+    The usual case goes in one iptables-restore transaction: all or
+    nothing, one process instead of thirty.  If the host's tables are not
+    what that expects (a chain already there, left by a crash), the rules go
+    in one command at a time, each checked first.
+    """
+    commands = []
+    if not _chain_exists("filter", "MINIDOCKER-FORWARD"):
+        commands += [(table, ["-N", chain]) for table, chain in _our_chains()]
+        commands += [(table, ["-A", chain, *rule]) for table, chain, rule in SHARED_RULES]
+        commands += [(table, ["-I", builtin, "1", *match, "-j", chain])
+                     for table, chain, builtin, match in HOOKS]
+    commands += [(table, ["-I" if first else "-A", chain, *(["1"] if first else []), *rule])
+                 for table, chain, first, rule in network_rules(record)]
+    if not _restore(commands):
+        ensure_chains()
+        for table, chain, first, rule in network_rules(record):
+            if not _rule_exists(table, chain, rule):
+                _iptables(table, "-I" if first else "-A", chain, *(["1"] if first else []), *rule)
+
+
+def network_rules(record):
+    """Return a network's own rules: (table, chain, goes first?, rule)."""
+    bridge, mark = record["Bridge"], ["-m", "comment", "--comment", network_comment(record)]
+    return [
+        # Containers of one network talk freely.  This must come before the
+        # shared rule that isolates networks, hence first in the chain.
+        # (With br_netfilter loaded, even bridged frames pass FORWARD.)
+        ("filter", "MINIDOCKER-FORWARD", True, ["-i", bridge, "-o", bridge, *mark, "-j", "ACCEPT"]),
+        # iptables-extensions(8), MASQUERADE: "It should only be used with
+        # dynamically assigned IP (dialup) connections" -- or whenever the
+        # outgoing address is whatever the host has on the way out.
+        ("nat", "MINIDOCKER-POSTROUTING", False,
+         ["-s", record["Subnet"], "!", "-o", bridge, *mark, "-j", "MASQUERADE"]),
+    ]
+
+
+def remove_network_rules(record, last):
+    """Remove a network's rules; with ``last``, minidocker's chains as well."""
+    if not last:
+        remove_rules_marked(network_comment(record))
+        return
+    commands = [(table, ["-D", builtin, *match, "-j", chain])
+                for table, chain, builtin, match in HOOKS]
+    commands += [(table, [flag, chain]) for table, chain in _our_chains() for flag in ("-F", "-X")]
+    if not _restore(commands):
+        remove_chains()
+
+
 def ensure_chains():
     """Create minidocker's chains, their shared rules and the jumps into them."""
     for table, chain in _our_chains():
@@ -711,29 +772,21 @@ def remove_chains():
             _iptables(table, "-X", chain)
 
 
-def add_network_rules(record):
-    """Let the network's containers talk to each other and, through NAT, out."""
-    bridge, mark = record["Bridge"], ["-m", "comment", "--comment", network_comment(record)]
-    within = ["-i", bridge, "-o", bridge, *mark, "-j", "ACCEPT"]
-    if not _rule_exists("filter", "MINIDOCKER-FORWARD", within):
-        _iptables("filter", "-I", "MINIDOCKER-FORWARD", "1", *within)
-    # iptables-extensions(8), MASQUERADE: "It should only be used with
-    # dynamically assigned IP (dialup) connections" -- or whenever the
-    # outgoing address is whatever the host has on the way out.
-    outbound = ["-s", record["Subnet"], "!", "-o", bridge, *mark, "-j", "MASQUERADE"]
-    if not _rule_exists("nat", "MINIDOCKER-POSTROUTING", outbound):
-        _iptables("nat", "-A", "MINIDOCKER-POSTROUTING", *outbound)
-
-
 def remove_rules_marked(comment):
     """Delete every rule in minidocker's chains whose comment is ``comment``."""
-    for table, chain in _our_chains():
-        # A chain that does not exist lists nothing (and fails): skip it.
-        listing = _iptables(table, "-S", chain, check=False, capture=True).stdout.decode()
-        for line in listing.splitlines():
+    dump = host.run(["iptables-save"], CHAPTER, capture=True).stdout.decode()
+    ours = {chain for _, chain in _our_chains()}
+    table, commands = None, []
+    for line in dump.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("-A ") and line.split()[1] in ours:
             words = shlex.split(line)
-            if words[:2] == ["-A", chain] and _comment_of(words) == comment:
-                _iptables(table, "-D", *words[1:])
+            if _comment_of(words) == comment:
+                commands.append((table, ["-D", *words[1:]]))
+    if commands and not _restore(commands):
+        for table, arguments in commands:
+            _iptables(table, *arguments, check=False)
 
 
 def network_comment(record):
@@ -762,6 +815,36 @@ def _chain_exists(table, chain):
 
 def _rule_exists(table, chain, rule):
     return _iptables(table, "-C", chain, *rule, check=False).returncode == 0
+
+
+def _restore(commands):
+    """Apply (table, arguments) commands in one iptables-restore; say if it worked.
+
+    --noflush keeps everything else in the tables.  No -w: iptables 1.4.21
+    (CentOS 7) has none for restore, and a failure here only means the
+    caller takes the one-command-at-a-time road, which waits for the lock.
+    """
+    if not commands:
+        return True
+    script = []
+    for table in dict.fromkeys(table for table, _ in commands):
+        script += [f"*{table}",
+                   *(_restore_line(arguments) for name, arguments in commands if name == table),
+                   "COMMIT"]
+    for line in script:
+        host.narrate(CHAPTER, f"  {line}")
+    result = host.run(["iptables-restore", "--noflush"], CHAPTER, check=False,
+                      input="\n".join(script).encode() + b"\n")
+    if result.returncode != 0:
+        host.narrate(CHAPTER, "iptables-restore refused the batch "
+                              f"({result.stderr.decode(errors='replace').strip()}): "
+                              "one command at a time instead")
+    return result.returncode == 0
+
+
+def _restore_line(arguments):
+    # iptables-restore splits on blanks and understands double quotes only.
+    return " ".join(f'"{word}"' if " " in word else word for word in arguments)
 
 
 def _iptables(table, *arguments, check=True, capture=False):
