@@ -296,10 +296,7 @@ class Store:
                        if self.image(digest).id.removeprefix("sha256:").startswith(wanted)}
             if len(matches) == 1:
                 return self.image(matches.pop())
-        try:
-            reference = Reference.parse(text)
-        except host.EngineError:
-            reference = None
+        reference = Reference.parse(text)  # a malformed name says so, as Docker does
         if reference:
             for name, digest in entries:
                 if name and str(name) == str(reference):
