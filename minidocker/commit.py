@@ -947,6 +947,9 @@ class Builder:
                                                                 self.variables())
         if len(words) < 2:
             raise host.EngineError(f"{instruction.keyword} needs a source and a destination")
+        if any(re.match(r"^[a-z]+://", word) for word in words[:-1]):
+            raise host.EngineError(f"{instruction.keyword} from a URL is not supported: "
+                                   "minidocker builds only from the context")
         sources = self.context.select(words[:-1], allow_archives=instruction.keyword == "ADD")
         destination = words[-1]
         if not destination.startswith("/"):

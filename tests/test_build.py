@@ -210,6 +210,9 @@ BAD = {
                         'step 2/2 (RUN ["/no/such/tool"]): exec: "/no/such/tool": '
                         "no such file or directory"),
     "no FROM": ("RUN true\n", "the Dockerfile has no FROM instruction"),
+    "URL": ("FROM busybox\nADD http://127.0.0.1:9/x /x\n",
+            "step 2/2 (ADD http://127.0.0.1:9/x /x): ADD from a URL is not supported: "
+            "minidocker builds only from the context"),
     "unknown base": ("FROM no-such-image\n", "step 1/1 (FROM no-such-image): "
                      "No such image: no-such-image"),
 }
