@@ -114,6 +114,7 @@ def build_parser():
     add_image_commands(commands)
     add_lifecycle_commands(commands)
     add_commit_commands(commands)
+    add_network_commands(commands)
     add_demo_command(commands)
     return parser
 
@@ -149,7 +150,18 @@ def add_create_options(parser):
     parser.add_argument("-i", "--interactive", action="store_true", help="keep standard input open")
     parser.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
     parser.add_argument("--entrypoint", help="override the image's entrypoint")
-    parser.add_argument("--network", "--net", default="none", help="network mode: none")
+    parser.add_argument("--network", "--net",
+                        help="bridge (the default), none, host, or a network's name")
+    parser.add_argument("-p", "--publish", action="append", default=[],
+                        help="publish a port: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]")
+    parser.add_argument("-P", "--publish-all", action="store_true",
+                        help="publish every exposed port on a random host port")
+    parser.add_argument("--ip", help="the container's IPv4 address (user-defined networks)")
+    parser.add_argument("--network-alias", dest="network_aliases", action="append", default=[],
+                        help="another name the container has on its network")
+    parser.add_argument("--add-host", dest="add_hosts", action="append", default=[],
+                        help="add NAME:IP to /etc/hosts (IP may be host-gateway)")
+    parser.add_argument("--dns", action="append", default=[], help="a name server for resolv.conf")
     parser.add_argument("-m", "--memory", type=size_argument, help="memory limit (e.g. 32m, 1g)")
     parser.add_argument("--memory-swap", type=swap_argument,
                         help="memory plus swap limit; -1 for unlimited swap")
@@ -220,6 +232,7 @@ def create_options(arguments):
     return {name: getattr(arguments, name, None) for name in (
         "name", "hostname", "env", "env_files", "workdir", "user", "volumes", "read_only",
         "interactive", "tty", "entrypoint", "network", "auto_remove", "command",
+        "publish", "publish_all", "ip", "network_aliases", "add_hosts", "dns",
         "restart", "log_opts",
         "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit")}
 
@@ -249,6 +262,7 @@ def command_run(arguments):
         # own carries the restart policy on.
         container.refresh(created)
         if container.restart_is_due(created, code):
+            created.save_state(RestartCount=created.state.get("RestartCount", 0) + 1)
             container.start_detached(created)
     return code
 
@@ -296,6 +310,7 @@ def command_start(arguments):
             container.prepare_to_start(found)
             status = run_attached(found)
             continue
+        container.prepare_to_start(found)
         container.start_detached(found)
         print(reference)
     return status
@@ -336,11 +351,18 @@ def ps_fields(record, status, no_trunc=False):
             "Command": f'"{command}"', "CreatedAt": record.config["Created"],
             "RunningFor": human_since(record.config["Created"]) + " ago",
             "Status": describe_status(record, status), "State": status,
-            "Ports": "", "Names": record.name,
+            "Ports": describe_ports(record, status), "Names": record.name,
             "Mounts": ",".join(mount.get("Name") or mount["Source"]
                                for mount in record.config.get("Mounts", [])),
             "Labels": ",".join(f"{key}={value}" for key, value in
                                record.config["Config"].get("Labels", {}).items())}
+
+
+def describe_ports(record, status):
+    from minidocker import network
+
+    settings = record.state.get("NetworkSettings") or {}
+    return network.describe_ports(settings.get("Ports")) if status == "running" else ""
 
 
 PS_FILTERS = ("status", "name", "id", "exited", "ancestor", "label", "volume")
@@ -450,6 +472,7 @@ def command_inspect(arguments):
             details = dict(record.config)
             details["State"] = dict(record.state, Status=record.status(),
                                     Running=record.status() == "running")
+            details["NetworkSettings"] = details["State"].pop("NetworkSettings", None) or {}
             details.pop("LayerDirectories", None)
             results.append(details)
             continue
@@ -472,13 +495,50 @@ def command_inspect(arguments):
 
 
 def command_logs(arguments):
+    """``logs``: the container's output from its json-file log, each stream to its own."""
     from minidocker import container, logs
 
     record = container.find(arguments.container)
-    for stream, data, _ in logs.read_entries(record.log_path):
-        target = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
-        target.write(data)
+    since = logs.parse_time_argument(arguments.since) if arguments.since else None
+    until = logs.parse_time_argument(arguments.until) if arguments.until else None
+    if arguments.tail in ("all", "-1"):
+        batches = logs.read_entries(record.log_path)
+    elif arguments.tail.isdigit():
+        batches = [logs.tail_entries(record.log_path, int(arguments.tail))]
+    else:
+        raise host.EngineError(f"invalid value for tail: {arguments.tail!r}")
+    for entries in batches:
+        write_log_entries(entries, arguments.timestamps, since, until)
+    if arguments.follow:
+        def still_running():
+            container.refresh(record)
+            return record.monitor_alive()
+
+        for entries in logs.follow(record.log_path, still_running, start_at_end=True):
+            write_log_entries(entries, arguments.timestamps, since, until)
     return 0
+
+
+def write_log_entries(entries, timestamps=False, since=None, until=None):
+    """Write log entries to standard output or standard error, by their stream.
+
+    Neighbouring entries of one stream are joined into a single write.
+    """
+    from minidocker import logs
+
+    if since is not None or until is not None:
+        entries = [entry for entry in entries
+                   if (since is None or logs.parse_timestamp(entry[2]) >= since)
+                   and (until is None or logs.parse_timestamp(entry[2]) < until)]
+    run_stream, run_texts = None, []
+    for stream, text, time_text in entries + [(None, "", "")]:
+        if stream != run_stream and run_texts:
+            target = sys.stdout.buffer if run_stream == "stdout" else sys.stderr.buffer
+            target.write("".join(run_texts).encode("utf-8", "surrogateescape"))
+            target.flush()
+            run_texts = []
+        run_stream = stream
+        run_texts.append(f"{time_text} {text}" if timestamps and stream else text)
 
 
 def command_stats(arguments):
@@ -943,6 +1003,327 @@ def describe_image(store, found):
                            "size": len(store.read_blob(found.digest))}}
 
 
+# -- the container lifecycle (chapter 6) ---------------------------------------
+
+def add_lifecycle_commands(commands):
+    """stop, restart, kill, wait, rename, attach, exec, container ..., volume ..."""
+    stop = commands.add_parser("stop", help="stop running containers (SIGTERM, then SIGKILL)")
+    stop.add_argument("-t", "--time", type=int, default=10,
+                      help="seconds to wait before SIGKILL (default 10)")
+    stop.add_argument("containers", nargs="+", metavar="CONTAINER")
+    stop.set_defaults(handler=command_stop)
+
+    restart = commands.add_parser("restart", help="stop and start containers again")
+    restart.add_argument("-t", "--time", type=int, default=10,
+                         help="seconds to wait before SIGKILL (default 10)")
+    restart.add_argument("containers", nargs="+", metavar="CONTAINER")
+    restart.set_defaults(handler=command_restart)
+
+    kill = commands.add_parser("kill", help="send a signal to containers' PID 1")
+    kill.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    kill.add_argument("containers", nargs="+", metavar="CONTAINER")
+    kill.set_defaults(handler=command_kill)
+
+    wait = commands.add_parser("wait", help="wait for containers to end; print their exit codes")
+    wait.add_argument("containers", nargs="+", metavar="CONTAINER")
+    wait.set_defaults(handler=command_wait)
+
+    rename = commands.add_parser("rename", help="rename a container")
+    rename.add_argument("container", metavar="CONTAINER")
+    rename.add_argument("new_name", metavar="NEW_NAME")
+    rename.set_defaults(handler=command_rename)
+
+    attach = commands.add_parser("attach", help="connect the terminal to a running container")
+    attach.add_argument("--no-stdin", action="store_true", help="do not send input")
+    attach.add_argument("--detach-keys", default="ctrl-p,ctrl-q",
+                        help="keys that detach (default ctrl-p,ctrl-q)")
+    attach.add_argument("container", metavar="CONTAINER")
+    attach.set_defaults(handler=command_attach)
+
+    exec_ = commands.add_parser("exec", help="run a command in a running container")
+    exec_.add_argument("-i", "--interactive", action="store_true", help="keep standard input open")
+    exec_.add_argument("-t", "--tty", action="store_true", help="give the command a terminal")
+    exec_.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    exec_.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
+    exec_.add_argument("-w", "--workdir", help="working directory inside the container")
+    exec_.add_argument("-u", "--user", help="user name or UID, optionally :group or :GID")
+    exec_.add_argument("container", metavar="CONTAINER")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    exec_.set_defaults(handler=command_exec)
+
+    group = commands.add_parser("container", help="manage containers (container prune, ls, ...)")
+    actions = group.add_subparsers(dest="container_command", metavar="COMMAND", parser_class=Parser)
+    prune = actions.add_parser("prune", help="remove all stopped containers")
+    prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(handler=command_container_prune)
+    for name, source in (("ls", "ps"), ("rm", "rm"), ("start", "start"), ("stop", "stop"),
+                         ("restart", "restart"), ("kill", "kill"), ("wait", "wait"),
+                         ("rename", "rename"), ("attach", "attach"), ("exec", "exec"),
+                         ("logs", "logs"), ("inspect", "inspect"), ("create", "create"),
+                         ("run", "run")):
+        alias = actions.add_parser(name, help=f"the same as {source!r}",
+                                   parents=[commands.choices[source]], add_help=False,
+                                   conflict_handler="resolve")
+        alias.set_defaults(handler=commands.choices[source].get_default("handler"))
+
+    volume = commands.add_parser("volume", help="manage volumes (create, ls, inspect, rm, prune)")
+    actions = volume.add_subparsers(dest="volume_command", metavar="COMMAND", parser_class=Parser)
+    create = actions.add_parser("create", help="create a volume")
+    create.add_argument("--label", action="append", default=[], help="set a label KEY=VALUE")
+    create.add_argument("name", nargs="?", metavar="VOLUME")
+    create.set_defaults(handler=command_volume_create)
+    listing = actions.add_parser("ls", help="list volumes")
+    listing.add_argument("-q", "--quiet", action="store_true", help="only print names")
+    listing.set_defaults(handler=command_volume_ls)
+    inspect = actions.add_parser("inspect", help="show volumes' details as JSON")
+    inspect.add_argument("names", nargs="+", metavar="VOLUME")
+    inspect.set_defaults(handler=command_volume_inspect)
+    remove = actions.add_parser("rm", help="remove volumes no container uses")
+    remove.add_argument("-f", "--force", action="store_true", help="do not fail if it does not exist")
+    remove.add_argument("names", nargs="+", metavar="VOLUME")
+    remove.set_defaults(handler=command_volume_rm)
+    prune = actions.add_parser("prune", help="remove unused anonymous volumes (-a: all unused)")
+    prune.add_argument("-a", "--all", action="store_true", help="named volumes too")
+    prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(handler=command_volume_prune)
+
+
+def for_each_container(references, action):
+    """Run ``action`` on each container; print its reference, or the error.
+
+    Like Docker, one failure does not stop the others, and the exit status
+    says whether any failed.
+    """
+    from minidocker import container
+
+    status = 0
+    for reference in references:
+        try:
+            action(container.find(reference))
+            print(reference)
+        except host.EngineError as error:
+            print(f"minidocker: {error}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def command_stop(arguments):
+    from minidocker import container
+
+    return for_each_container(arguments.containers,
+                              lambda record: container.stop(record, arguments.time))
+
+
+def command_restart(arguments):
+    from minidocker import container
+
+    return for_each_container(arguments.containers,
+                              lambda record: container.restart(record, arguments.time))
+
+
+def command_kill(arguments):
+    import signal
+
+    from minidocker import container
+
+    name = arguments.signal.upper()
+    try:
+        number = int(name) if name.isdigit() else signal.Signals[
+            name if name.startswith("SIG") else "SIG" + name]
+    except KeyError:
+        raise host.EngineError(f"invalid signal: {arguments.signal}")
+    return for_each_container(arguments.containers,
+                              lambda record: container.kill(record, number))
+
+
+def command_wait(arguments):
+    from minidocker import container
+
+    status = 0
+    for reference in arguments.containers:
+        try:
+            print(container.wait(container.find(reference)), flush=True)
+        except host.EngineError as error:
+            print(f"minidocker: {error}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def command_rename(arguments):
+    from minidocker import container
+
+    container.rename(container.find(arguments.container), arguments.new_name)
+    return 0
+
+
+def command_attach(arguments):
+    from minidocker import container
+
+    record = container.find(arguments.container)
+    if not record.is_running():
+        raise host.EngineError("You cannot attach to a stopped container, start it first",
+                               exit_code=1)
+    return attach_to(record, send_input=not arguments.no_stdin,
+                     detach_keys=parse_detach_keys(arguments.detach_keys))
+
+
+def attach_to(record, send_input=True, detach_keys=None):
+    """Attach the caller's terminal to a running container through its monitor's socket.
+
+    Returns the container's exit code once its output ends, or 0 when the
+    user detached.
+    """
+    from minidocker import container, logs
+
+    tty = record.config["Config"]["Tty"]
+    send_input = send_input and record.config["Config"]["OpenStdin"]
+    if tty and send_input and not os.isatty(0):
+        raise host.EngineError("the input device is not a TTY", exit_code=1)
+    saved = None
+    if tty and send_input:
+        import termios
+        import tty as terminal
+
+        saved = termios.tcgetattr(0)
+        terminal.setraw(0)
+    try:
+        with container.short_path(record.directory) as directory:
+            detached = logs.attach(os.path.join(directory, container.ATTACH_SOCKET), tty,
+                                   send_input=send_input,
+                                   detach_keys=logs.DETACH_KEYS if detach_keys is None else detach_keys)
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    if detached:
+        print("read escape sequence", file=sys.stderr)
+        return 0
+    return container.wait(record)
+
+
+def parse_detach_keys(text):
+    """Turn ``ctrl-p,ctrl-q`` (Docker's notation) into the bytes the terminal sends."""
+    keys = b""
+    for key in text.split(","):
+        if key.startswith("ctrl-") and len(key) == 6 and key[5] in "abcdefghijklmnopqrstuvwxyz@[\\]^_":
+            keys += bytes([ord(key[5].upper()) & 0x1F])
+        elif len(key) == 1:
+            keys += key.encode()
+        else:
+            raise host.EngineError(f"invalid detach keys: {text!r}")
+    return keys
+
+
+def command_exec(arguments):
+    from minidocker import container
+
+    if not arguments.command:
+        raise host.EngineError("exec needs a command to run")
+    if arguments.tty and arguments.interactive and not arguments.detach and not os.isatty(0):
+        raise host.EngineError("the input device is not a TTY", exit_code=1)
+    record = container.find(arguments.container)
+    size = saved = None
+    if arguments.tty and not arguments.detach and os.isatty(0):
+        import termios
+        import tty
+
+        size = os.get_terminal_size(0)
+        size = (size.lines, size.columns)
+        if arguments.interactive:
+            saved = termios.tcgetattr(0)
+            tty.setraw(0)
+    try:
+        return container.execute(record, arguments.command, interactive=arguments.interactive,
+                                 tty=arguments.tty, env=arguments.env, workdir=arguments.workdir,
+                                 user=arguments.user, detach=arguments.detach,
+                                 terminal_size=size)
+    finally:
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+
+
+def command_container_prune(arguments):
+    from minidocker import container
+
+    removed = container.prune()
+    print("Deleted Containers:" if removed else "", *removed, sep="\n")
+    print("Total reclaimed space: 0B")
+    return 0
+
+
+def command_volume_create(arguments):
+    from minidocker import volume
+
+    labels = dict(label.partition("=")[::2] for label in arguments.label)
+    print(volume.create(arguments.name, labels=labels).name)
+    return 0
+
+
+def command_volume_ls(arguments):
+    from minidocker import volume
+
+    names = [found.name for found in volume.all_volumes()]
+    if arguments.quiet:
+        print(*names, sep="\n") if names else None
+        return 0
+    print_table(["DRIVER", "VOLUME NAME"], [["local", name] for name in names])
+    return 0
+
+
+def command_volume_inspect(arguments):
+    from minidocker import volume
+
+    results, status = [], 0
+    for name in arguments.names:
+        try:
+            results.append(volume.get(name).inspect())
+        except host.EngineError as error:
+            print(f"minidocker: {error}", file=sys.stderr)
+            status = 1
+    print(json.dumps(results, indent=4))
+    return status
+
+
+def command_volume_rm(arguments):
+    from minidocker import container, volume
+
+    status = 0
+    for name in arguments.names:
+        try:
+            found = volume.find(name)
+            if found is None:
+                if arguments.force:
+                    continue
+                volume.get(name)
+            users = container.volume_users(found.name)
+            if users:
+                raise host.EngineError(
+                    f"remove {name}: volume is in use - [{', '.join(user.id for user in users)}]",
+                    exit_code=1)
+            volume.remove(found)
+            print(name)
+        except host.EngineError as error:
+            print(f"minidocker: Error response from daemon: {error}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def command_volume_prune(arguments):
+    from minidocker import container, volume
+
+    removed = []
+    for found in volume.all_volumes():
+        if (arguments.all or found.anonymous) and not container.volume_users(found.name):
+            volume.remove(found)
+            removed.append(found.name)
+    print("Deleted Volumes:" if removed else "", *removed, sep="\n")
+    print("Total reclaimed space: 0B")
+    return 0
+
+
 # -- printing ----------------------------------------------------------------
 
 def print_table(headers, rows):
@@ -1107,3 +1488,80 @@ def command_builder_prune(arguments):
     store.remove_unused(keep_directories=in_use)
     print(f"Deleted build cache objects: {count}")
     return 0
+
+
+# -- networks (chapter 5) ------------------------------------------------------
+
+def add_network_commands(commands):
+    """network create, ls, inspect, rm."""
+    group = commands.add_parser("network", help="manage networks (create, ls, inspect, rm)")
+    actions = group.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
+    create = actions.add_parser("create", help="create a bridge network")
+    create.add_argument("--subnet", help="the network's IPv4 subnet, e.g. 10.20.0.0/24")
+    create.add_argument("--gateway", help="the bridge's address in the subnet")
+    create.add_argument("-d", "--driver", default="bridge", help="only bridge is supported")
+    create.add_argument("name", metavar="NAME")
+    create.set_defaults(handler=command_network_create)
+    for name in ("ls", "list"):
+        listing = actions.add_parser(name, help="list networks")
+        listing.add_argument("-q", "--quiet", action="store_true", help="only print ids")
+        listing.add_argument("--no-trunc", action="store_true", help="do not shorten ids")
+        listing.set_defaults(handler=command_network_ls)
+    inspect = actions.add_parser("inspect", help="show networks' details as JSON")
+    inspect.add_argument("names", nargs="+", metavar="NETWORK")
+    inspect.set_defaults(handler=command_network_inspect)
+    for name in ("rm", "remove"):
+        remove = actions.add_parser(name, help="remove networks no container uses")
+        remove.add_argument("names", nargs="+", metavar="NETWORK")
+        remove.set_defaults(handler=command_network_rm)
+
+
+def command_network_create(arguments):
+    from minidocker import network
+
+    record = network.create_network(arguments.name, subnet=arguments.subnet,
+                                    gateway=arguments.gateway, driver=arguments.driver)
+    print(record["Id"])
+    return 0
+
+
+def command_network_ls(arguments):
+    from minidocker import network
+
+    records = network.list_networks()
+    if arguments.quiet:
+        for record in records:
+            print(record["Id"] if arguments.no_trunc else record["Id"][:12])
+        return 0
+    print_table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
+                [[record["Id"] if arguments.no_trunc else record["Id"][:12], record["Name"],
+                  record["Driver"], "local"] for record in records])
+    return 0
+
+
+def command_network_inspect(arguments):
+    from minidocker import network
+
+    results, status = [], 0
+    for name in arguments.names:
+        try:
+            results.append(network.inspect_network(name))
+        except host.EngineError:
+            print(f"minidocker: Error: No such network: {name}", file=sys.stderr)
+            status = 1
+    print(json.dumps(results, indent=4))
+    return status
+
+
+def command_network_rm(arguments):
+    from minidocker import network
+
+    status = 0
+    for name in arguments.names:
+        try:
+            network.remove_network(name)
+            print(name)
+        except host.EngineError as error:
+            print(f"minidocker: {error}", file=sys.stderr)
+            status = error.exit_code
+    return status

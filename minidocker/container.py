@@ -19,6 +19,7 @@ process with that PID exists *and* started at the recorded time, since PIDs
 are reused.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import struct
 import sys
 import time
 
-from minidocker import cgroup, host, image, logs, namespace, rootfs
+from minidocker import cgroup, host, image, logs, namespace, network, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -171,11 +172,10 @@ def create(store, image_name, options):
     hostname = options.get("hostname")
     if hostname is not None and (len(hostname) > 253 or not HOSTNAME_PATTERN.match(hostname)):
         raise host.EngineError(f"invalid hostname format: {hostname}")
-    network_mode = options.get("network") or "none"
-    if network_mode != "none":
-        raise host.EngineError(f"network {network_mode} not found")
+    networking = network.configuration(options, image_config)
     limits = resource_limits(options)
     limits.check()
+    lifecycle = lifecycle_settings(options, mounts)
     driver = rootfs.choose_driver(options.get("storage_driver"))
     layers = source.layer_directories()
 
@@ -208,16 +208,20 @@ def create(store, image_name, options):
                 "AttachStdin": bool(options.get("interactive")),
                 "Image": image_name,
                 "Labels": dict(image_config.get("Labels") or {}),
+                "ExposedPorts": networking["ExposedPorts"],
             },
             "HostConfig": {
                 "Binds": list(options.get("volumes", [])),
                 "AutoRemove": bool(options.get("auto_remove")),
                 "ReadonlyRootfs": bool(options.get("read_only")),
-                "NetworkMode": network_mode,
+                **networking["HostConfig"],
                 **limits.host_config(),
+                **lifecycle,
             },
             "Mounts": mounts,
+            "NetworkingConfig": networking["NetworkingConfig"],
         }
+        materialize_volumes(mounts, image_config, layers)
         rootfs.create(draft, layers, driver)
         rootfs.set_hostname_files(draft, config["Config"]["Hostname"])
         with host.locked(os.path.join(host.engine_root(), "names.lock")):
@@ -229,8 +233,29 @@ def create(store, image_name, options):
             os.rename(draft, os.path.join(directory, identifier))
     except BaseException:
         rootfs.remove_path(draft)
+        remove_anonymous_volumes(mounts)
         raise
     return Container(os.path.join(directory, identifier))
+
+
+def lifecycle_settings(options, mounts):
+    """Check the chapter 6 options (--restart, --log-opt, volumes); return HostConfig keys."""
+    restart_policy = parse_restart_policy(options.get("restart"))
+    if restart_policy["Name"] != "no" and options.get("auto_remove"):
+        raise host.EngineError("Conflicting options: --restart and --rm")
+    log_config = {}
+    for option in options.get("log_opts") or []:
+        key, has_value, value = option.partition("=")
+        if not has_value:
+            raise host.EngineError(f"invalid log opt '{option}': use KEY=VALUE")
+        log_config[key] = value
+    logs.log_options(log_config)
+    destinations = [mount["Destination"] for mount in mounts]
+    for destination in destinations:
+        if destinations.count(destination) > 1:
+            raise host.EngineError(f"Duplicate mount point: {destination}")
+    return {"RestartPolicy": restart_policy,
+            "LogConfig": {"Type": "json-file", "Config": log_config}}
 
 
 def resource_limits(options):
@@ -293,9 +318,17 @@ def environment_list(image_config, options):
 
 
 def parse_volume(spec):
-    """Parse ``-v SOURCE:DESTINATION[:ro|rw]`` into a Docker ``Mounts`` entry."""
+    """Parse ``-v [SOURCE:]DESTINATION[:ro|rw]`` into a Docker ``Mounts`` entry.
+
+    A SOURCE that is an absolute path is a bind mount of a host directory;
+    any other SOURCE names a volume (created on first use); no SOURCE at
+    all asks for an anonymous volume.  The volumes themselves are made by
+    :func:`materialize_volumes`.
+    """
     parts = spec.split(":")
-    if len(parts) not in (2, 3) or not all(parts[:2]):
+    if len(parts) == 1 and spec.startswith("/"):
+        parts = ["", spec]
+    elif len(parts) not in (2, 3) or not all(parts[:2]):
         raise host.EngineError(f"invalid volume specification: '{spec}'")
     source, destination = parts[0], parts[1]
     mode = parts[2] if len(parts) == 3 else "rw"
@@ -305,12 +338,19 @@ def parse_volume(spec):
     if not destination.startswith("/") or os.path.normpath(destination) == "/":
         raise host.EngineError(f"invalid volume specification: '{spec}': "
                                "the destination must be an absolute path other than /")
-    if not source.startswith("/"):
-        raise host.EngineError(f"invalid volume specification: '{spec}': "
-                               "the source must be an absolute host path")
     if "\0" in spec:
         raise host.EngineError("invalid volume specification: a path contains a NUL byte")
     read_only = "ro" in flags
+    if not source.startswith("/"):
+        if source and not NAME_PATTERN.match(source) or source.startswith("/"):
+            raise host.EngineError(
+                f'create {source}: "{source}" includes invalid characters for a local volume '
+                'name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a '
+                "host directory, use absolute path")
+        return {"Type": "volume", "Name": source, "Source": "",
+                "Destination": os.path.normpath(destination), "Driver": "local",
+                "Mode": mode if len(parts) == 3 else "z", "RW": not read_only,
+                "ReadOnly": read_only, "Propagation": ""}
     return {"Type": "bind", "Source": os.path.normpath(source),
             "Destination": os.path.normpath(destination),
             "Mode": mode if len(parts) == 3 else "", "RW": not read_only, "ReadOnly": read_only,
@@ -390,14 +430,26 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
     else:
         streams = {"stdout": os.pipe(), "stderr": os.pipe()}
         streams["stdin"] = os.pipe() if interactive else None
+    handshake, child_handshake = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = namespace.fork_into_new_pid_namespace()
     if pid == 0:
         os.close(error_read)
+        handshake.close()
         _container_process(container, error_write, streams,
-                           child_socket if tty else None, terminal_size)
+                           child_socket if tty else None, terminal_size,
+                           network_handshake=child_handshake)
     os.close(error_write)
+    child_handshake.close()
     container.save_state(MonitorPid=os.getpid(), MonitorStartTicks=process_start_ticks(os.getpid()),
                          Pid=pid, PidStartTicks=process_start_ticks(pid))
+    try:
+        _plug_network(container, pid, handshake)
+    except BaseException as error:
+        os.close(error_read)
+        os.waitpid(pid, 0)  # PID 1 ends by itself: it was never told to go
+        message = str(error) if isinstance(error, host.EngineError) else repr(error)
+        finish(container, exit_code=getattr(error, "exit_code", 125), error=message)
+        raise
     if tty:
         child_socket.close()
     else:
@@ -410,28 +462,18 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
         code, _, message = failure.decode(errors="replace").partition("\t")
         finish(container, exit_code=int(code), error=message)
         raise host.EngineError(message, exit_code=int(code))
-    container.save_state(Status="running", Running=True, StartedAt=logs.timestamp(),
-                         ExitCode=0, Error="")
+    container.save_state(Status="running", Running=True, Restarting=False,
+                         StartedAt=logs.timestamp(), ExitCode=0, Error="")
     logs.narrate_monitor(container.id, pid)
+    relay = _make_relay(container, parent_socket if tty else None, streams, attach)
     if on_running:
         on_running()
-    log = logs.JsonFileWriter(container.log_path)
-    if tty:
-        _, descriptors, _, _ = socket.recv_fds(parent_socket, 16, 1)
-        parent_socket.close()
-        master = descriptors[0]
-        logs.relay({master: ("stdout", 1 if attach else None)}, log,
-                   stdin_source=0 if attach and interactive else None, stdin_target=master)
-        os.close(master)
-    else:
-        sources = {streams["stdout"][0]: ("stdout", 1 if attach else None),
-                   streams["stderr"][0]: ("stderr", 2 if attach else None)}
-        stdin_write = streams["stdin"][1] if streams["stdin"] else None
-        logs.relay(sources, log, stdin_source=0 if attach and stdin_write is not None else None,
-                   stdin_target=stdin_write)
-        for descriptor in sources:
-            os.close(descriptor)
-    log.close()
+    with _forwarded_signals(pid, relay if tty and attach else None):
+        relay.run()
+    relay.close()
+    for descriptor in relay.output_descriptors:
+        os.close(descriptor)
+    relay.log.close()
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     oom_killed = group.oom_killed()
@@ -439,12 +481,121 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
     return finish(container, exit_code=code if code >= 0 else 128 - code, oom_killed=oom_killed)
 
 
+def _make_relay(container, terminal_socket, streams, attach):
+    """Set up the monitor's side: the log, the streams, the attach socket.
+
+    A foreground ``run`` is attached: output is also copied to the
+    caller's own descriptors, and its input (with -i) to the container.
+    """
+    config = container.config
+    log_config = config["HostConfig"].get("LogConfig") or {}
+    log = logs.JsonFileWriter(container.log_path, *logs.log_options(log_config.get("Config") or {}))
+    if terminal_socket is not None:
+        _, descriptors, _, _ = socket.recv_fds(terminal_socket, 16, 1)
+        terminal_socket.close()
+        master = descriptors[0]
+        relay = logs.Relay(log, {master: "stdout"}, container_input=master, terminal=master)
+    else:
+        stdin_write = streams["stdin"][1] if streams["stdin"] else None
+        relay = logs.Relay(log, {streams["stdout"][0]: "stdout", streams["stderr"][0]: "stderr"},
+                           container_input=stdin_write)
+    relay.output_descriptors = list(relay.outputs)
+    if attach:
+        relay.attach_locally(1, 2, stdin=0 if config["Config"]["OpenStdin"] else None,
+                             close_input_at_end=terminal_socket is None)
+    with short_path(container.directory) as directory:
+        relay.listen(os.path.join(container.directory, ATTACH_SOCKET),
+                     bind_path=os.path.join(directory, ATTACH_SOCKET))
+    return relay
+
+
+#: The monitor's Unix socket that ``attach`` connects to.
+ATTACH_SOCKET = "attach.sock"
+
+
+@contextlib.contextmanager
+def short_path(directory):
+    """Name ``directory`` by a short path, ``/proc/self/fd/N``.
+
+    unix(7): a socket's path may hold at most 108 bytes ("sun_path"), and
+    a container directory under a long engine root is longer than that.
+    The magic link of an open descriptor leads to the same directory.
+    """
+    descriptor = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
+
+
+#: Signals a monitor passes on to PID 1 (Docker's --sig-proxy), so that
+#: ctrl-c on a foreground run, or SIGTERM to a monitor, reach the command.
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+@contextlib.contextmanager
+def _forwarded_signals(pid, resizable_relay=None):
+    """Pass signals the monitor receives on to PID 1 while it runs.
+
+    With a terminal attached, a resized window (SIGWINCH) resizes the
+    container's terminal too.
+    """
+    def forward(number, frame):
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+    def resize(number, frame):
+        size = os.get_terminal_size(0)
+        resizable_relay.resize(size.lines, size.columns)
+
+    previous = {number: signal.signal(number, forward) for number in FORWARDED_SIGNALS}
+    if resizable_relay is not None and os.isatty(0):
+        previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resize)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _plug_network(container, pid, handshake):
+    """Connect PID 1 to its network while it waits, then tell it to go (chapter 5).
+
+    PID 1 says "ready" once it is in its own network namespace; the veth
+    pair, the address and the published ports are made from out here, in
+    the host's namespaces, and only then may it build its root and run the
+    user's command.  If PID 1 failed before "ready", its error pipe says why.
+    """
+    with handshake:
+        if handshake.recv(1) != b"r":
+            return
+        settings = network.connect(container.id, pid,
+                                   network.request_for(container.config, container.directory))
+        container.save_state(NetworkSettings=settings)
+        handshake.sendall(b"g")
+
+
+def _disconnect_network(container):
+    """Give back what :func:`_plug_network` took: cable, address, ports (chapter 5)."""
+    if not os.path.exists(os.path.join(container.directory, "state.json")):
+        return  # removed already (--rm) by a monitor that disconnected first
+    settings = refresh(container).state.get("NetworkSettings")
+    if settings is None and container.config["HostConfig"].get("NetworkMode") in ("none", "host"):
+        return  # never connected, and nothing to look for
+    container.save_state(NetworkSettings=network.disconnect(container.id, settings))
+
+
 def finish(container, exit_code, error="", oom_killed=False):
     """Record how the container ended and release what it held."""
+    _disconnect_network(container)
     container.save_state(Status="exited", Running=False, Pid=0, ExitCode=exit_code,
                          Error=error, FinishedAt=logs.timestamp(), OOMKilled=oom_killed)
     if container.config["HostConfig"].get("AutoRemove"):
         remove_files(container)
+        remove_anonymous_volumes(container.config.get("Mounts", []))
     return exit_code
 
 
@@ -456,7 +607,8 @@ def _read_all(descriptor):
     return data
 
 
-def _container_process(container, error_pipe, streams, terminal_socket, terminal_size):
+def _container_process(container, error_pipe, streams, terminal_socket, terminal_size,
+                       network_handshake=None):
     """Become the container's PID 1; never returns.
 
     Any failure before the user's command starts is written to
@@ -468,10 +620,19 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         # Join before unsharing the cgroup namespace, whose root is the
         # group the process is in at that moment (cgroup_namespaces(7)).
         container_cgroup(container).join()
+        host_network = config["HostConfig"].get("NetworkMode") == "host"
         namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net", "cgroup")
-                           if kind in namespace.available()])
+                           if kind in namespace.available()
+                           and not (kind == "net" and host_network)])
         namespace.set_hostname(config["Config"]["Hostname"])
-        bring_loopback_up()
+        if not host_network:
+            bring_loopback_up()
+        if network_handshake is not None:
+            # network: the monitor plugs the network in now (chapter 5)
+            network_handshake.sendall(b"r")
+            if network_handshake.recv(1) != b"g":
+                os._exit(125)  # the monitor failed, and reports why itself
+            network_handshake.close()
         merged, workdir, terminal = rootfs.build(
             container.directory, config["LayerDirectories"], config["Driver"],
             read_only=config["HostConfig"]["ReadonlyRootfs"], volumes=config["Mounts"],
@@ -586,6 +747,7 @@ def start_detached(container):
         try:
             code = start(container, attach=False,
                          on_running=lambda: _report(ready_write, "ok"))
+            code = restart_while_the_policy_says(container, code)
         except host.EngineError as error:
             _report(ready_write, f"{error.exit_code}\t{error}")
         finally:
@@ -637,8 +799,18 @@ def wait_for_monitor(container, timeout=10.0):
         time.sleep(0.01)
 
 
-def remove(container, force=False):
-    """Remove a container; with ``force`` kill it first (``rm -f``)."""
+def remove(container, force=False, volumes=False):
+    """Remove a container; with ``force`` kill it first (``rm -f``).
+
+    With ``volumes`` (``rm -v``) its anonymous volumes go too; named
+    volumes outlive their containers.
+    """
+    if container.is_running() or container.status() == "restarting":
+        if not force:
+            raise host.EngineError(
+                f"cannot remove container \"/{container.name}\": container is running: "
+                "stop the container before removing or force remove")
+        request_stop(container)
     if container.is_running():
         if not force:
             raise host.EngineError(
@@ -651,8 +823,11 @@ def remove(container, force=False):
     wait_for_monitor(container)
     # A monitor killed with SIGKILL never destroyed the group; do it now.
     container_cgroup(container).destroy()
+    _disconnect_network(container)
     if os.path.isdir(container.directory):
         remove_files(container)
+    if volumes:
+        remove_anonymous_volumes(container.config.get("Mounts", []))
 
 
 def release_abandoned(container):
@@ -664,9 +839,357 @@ def release_abandoned(container):
     if container.state.get("Status") == "running" and not container.is_running() \
             and not container.monitor_alive():
         container_cgroup(container).destroy()
+        _disconnect_network(container)
 
 
 def remove_files(container):
     """Release what the container held and delete its directory."""
     host.narrate(0, f"remove container {container.id[:12]}")
     rootfs.remove(container.directory)
+
+
+# -- the lifecycle: stop, restart, wait, rename, prune (chapter 6) -----------
+
+#: A file whose presence tells the monitor that the user stopped the
+#: container, so no restart policy brings it back.  A file of its own, not a
+#: key in state.json: the monitor rewrites state.json from its own copy.
+STOP_REQUESTED = "stop-requested"
+
+
+def refresh(container):
+    """Read the container's state again: another process may have changed it."""
+    try:
+        with open(os.path.join(container.directory, "state.json")) as handle:
+            container.state = json.load(handle)
+    except FileNotFoundError:  # removed meanwhile (--rm): it has ended
+        container.state = dict(container.state, Status="removed", Running=False)
+    return container
+
+
+def request_stop(container):
+    """Tell the monitor that the user wants the container to stay stopped."""
+    if os.path.isdir(container.directory):
+        open(os.path.join(container.directory, STOP_REQUESTED), "w").close()
+
+
+def stop_was_requested(container):
+    return os.path.exists(os.path.join(container.directory, STOP_REQUESTED))
+
+
+def stop(container, timeout=10):
+    """Stop PID 1: SIGTERM, then SIGKILL after ``timeout`` seconds (``stop -t``).
+
+    A PID 1 that installed no handler for SIGTERM ignores it: the kernel
+    does not deliver "signals for which the init process has not
+    established a signal handler" (pid_namespaces(7)), which is why so many
+    containers take exactly ten seconds to stop.
+    """
+    request_stop(container)
+    if not container.is_running():
+        return
+    try:
+        kill(container, signal.SIGTERM)
+    except host.EngineError:
+        return  # it ended by itself meanwhile
+    if not wait_until_stopped(container, timeout):
+        host.narrate(6, f"{container.id[:12]} ignored SIGTERM for {timeout}s: SIGKILL")
+        try:
+            kill(container, signal.SIGKILL)
+        except host.EngineError:
+            pass
+        wait_until_stopped(container, 30)
+    wait_for_monitor(container)
+    settle_abandoned(container)
+
+
+def wait_until_stopped(container, timeout):
+    """Wait up to ``timeout`` seconds for PID 1 to end; say whether it did."""
+    deadline = time.monotonic() + timeout
+    while container.is_running():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def restart(container, timeout=10):
+    """Stop the container if it runs, then start it again under a new monitor."""
+    stop(container, timeout)
+    prepare_to_start(refresh(container))
+    start_detached(container)
+
+
+def prepare_to_start(container):
+    """Forget an earlier stop request and restart count; the user is starting it again."""
+    path = os.path.join(container.directory, STOP_REQUESTED)
+    if os.path.exists(path):
+        os.unlink(path)
+    if container.state.get("RestartCount"):
+        container.save_state(RestartCount=0)
+
+
+def wait(container, poll_interval=0.02):
+    """Block until the container has ended; return its exit code (``wait``)."""
+    while True:
+        refresh(container)
+        status = container.status()
+        if status in ("exited", "created", "removed", "dead") and not container.monitor_alive():
+            break
+        if status == "exited" and container.state.get("Status") == "exited":
+            break
+        time.sleep(poll_interval)
+    settle_abandoned(container)
+    return container.state.get("ExitCode", 0)
+
+
+def settle_abandoned(container):
+    """Record the end of a container whose monitor died before PID 1 did.
+
+    Nobody is left to learn PID 1's exit status (its parent, the monitor,
+    is gone), so it is recorded as unknown, Docker's 255, and what the
+    monitor would have released is released now.
+    """
+    refresh(container)
+    if container.state.get("Status") not in ("running", "restarting") or \
+            container.is_running() or container.monitor_alive():
+        return
+    release_abandoned(container)
+    container.save_state(Status="exited", Running=False, Restarting=False, Pid=0,
+                         ExitCode=255, FinishedAt=logs.timestamp(),
+                         Error="the monitor ended before the container: exit status unknown")
+
+
+def restart_while_the_policy_says(container, exit_code):
+    """Start the container again as ``--restart`` asks; return the last exit code.
+
+    The monitor runs this after PID 1 has ended.  Between tries it waits
+    100 ms, doubling each time, as Docker does.
+    """
+    delay = 0.1
+    while restart_is_due(refresh(container), exit_code):
+        container.save_state(Status="restarting", Restarting=True,
+                             RestartCount=container.state.get("RestartCount", 0) + 1)
+        time.sleep(delay)
+        delay = min(delay * 2, 60.0)
+        if stop_was_requested(container):
+            container.save_state(Status="exited", Restarting=False)
+            break
+        try:
+            exit_code = start(container, attach=False)
+        except host.EngineError as error:
+            exit_code = error.exit_code
+    return exit_code
+
+
+def restart_is_due(container, exit_code):
+    """Say whether the restart policy brings the container back after ``exit_code``.
+
+    ``no`` never restarts; ``on-failure[:N]`` restarts after a non-zero exit,
+    at most N times; ``always`` and ``unless-stopped`` restart after any
+    exit.  A container the user stopped or removed stays down.
+    """
+    policy = container.config["HostConfig"].get("RestartPolicy") or {}
+    name, limit = policy.get("Name") or "no", policy.get("MaximumRetryCount") or 0
+    if name == "no" or stop_was_requested(container) or not os.path.isdir(container.directory):
+        return False
+    if name == "on-failure":
+        return exit_code != 0 and (not limit or container.state.get("RestartCount", 0) < limit)
+    return True
+
+
+def parse_restart_policy(text):
+    """Parse ``--restart no|on-failure[:N]|always|unless-stopped``."""
+    name, _, count = (text or "no").partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped"):
+        raise host.EngineError(f"invalid restart policy '{text}'")
+    if count and (name != "on-failure" or not count.isdigit()):
+        raise host.EngineError(f"invalid restart policy '{text}': only on-failure takes a "
+                               "maximum retry count")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def rename(container, new_name):
+    """Give a container a new name (``rename``); the name must be free."""
+    with host.locked(os.path.join(host.engine_root(), "names.lock")):
+        check_name_is_free(new_name)
+        container.config["Name"] = "/" + new_name.lstrip("/")
+        container.save_config()
+
+
+def prune():
+    """Remove every container that is not running; return the removed ids."""
+    removed = []
+    for container in all_containers():
+        if container.status() in ("exited", "created", "dead"):
+            remove(container)
+            removed.append(container.id)
+    return removed
+
+
+# -- exec: a second process in a running container ---------------------------
+
+def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=None, user=None,
+            detach=False, terminal_size=None):
+    """Run ``argv`` inside the running container (``exec``); return its exit code.
+
+    The new process joins each of PID 1's namespaces with setns(2) and its
+    cgroup, and ends with the same capability set.  setns(2) on a PID
+    namespace only changes where the caller's *children* go, so the caller
+    forks after it: the child is the process that runs the command.
+    """
+    if not container.is_running():
+        raise host.EngineError(f"container {container.id} is not running", exit_code=1)
+    pid = container.state["Pid"]
+    root = f"/proc/{pid}/root"
+    config = container.config
+    uid, gid, groups, home = resolve_user(root, user if user is not None else config["Config"]["User"])
+    environment = dict(entry.partition("=")[::2] for entry in config["Config"]["Env"])
+    for entry in env:
+        name, has_value, value = entry.partition("=")
+        if has_value:
+            environment[name] = value
+        elif name in os.environ:
+            environment[name] = os.environ[name]
+    environment.setdefault("HOSTNAME", config["Config"]["Hostname"])
+    environment.setdefault("HOME", home)
+    if tty:
+        environment.setdefault("TERM", "xterm")
+    workdir = workdir or config["Config"]["WorkingDir"] or "/"
+    inside_workdir = rootfs.resolve(root, workdir)
+    if not os.path.isdir(inside_workdir):
+        raise host.EngineError(f"chdir to cwd ({workdir!r}) failed: no such directory",
+                               exit_code=126)
+    rootfs.find_command(root, argv[0], environment.get("PATH", DEFAULT_PATH))
+    terminal = rootfs.open_terminal(root, terminal_size or (24, 80)) if tty else None
+    error_read, error_write = os.pipe()
+    child = _fork_into_namespace_of(pid)
+    if child == 0:
+        os.close(error_read)
+        _exec_process(container, argv, environment, rootfs.inside_path(root, inside_workdir),
+                      (uid, gid, groups), terminal, interactive, detach, error_write)
+    os.close(error_write)
+    if terminal:
+        os.close(terminal[1])
+    failure = _read_all(error_read)
+    if failure:
+        os.waitpid(child, 0)
+        code, _, message = failure.decode(errors="replace").partition("\t")
+        raise host.EngineError(message, exit_code=int(code))
+    if detach:
+        return 0
+    if terminal:
+        relay = logs.Relay(None, {terminal[0]: "stdout"}, container_input=terminal[0],
+                           terminal=terminal[0])
+        relay.attach_locally(1, 2, stdin=0 if interactive else None, close_input_at_end=False)
+        with _forwarded_signals(child, relay):
+            relay.run()
+        relay.close()
+        os.close(terminal[0])
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def _fork_into_namespace_of(pid):
+    """Fork a child that lives in ``pid``'s PID namespace; return as ``os.fork`` does."""
+    own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        namespace.enter(pid, ["pid"])
+        child = os.fork()
+        if child != 0:
+            os.setns(own_namespace, os.CLONE_NEWPID)
+        return child
+    finally:
+        os.close(own_namespace)
+
+
+def _exec_process(container, argv, environment, workdir, ids, terminal, interactive, detach,
+                  error_pipe):
+    """In the forked child: join the container and become the command; never returns.
+
+    DESIGN.md fact 8: after setns(2) into the mount namespace the caller
+    stands on the container's root, where no host tool can run.  So ``/``
+    is opened first, and fchdir + chroot(".") go back to the host's root
+    while staying in the container's mount namespace; the chain of
+    :func:`rootfs.exec_command` then reaches the container through
+    ``/proc/PID/root`` and does the last chroot itself.
+    """
+    try:
+        pid = container.state["Pid"]
+        if detach:
+            os.setsid()
+        host_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        group = container_cgroup(container)
+        if group.exists():
+            group.join()
+        namespace.enter(pid, [kind for kind in ("cgroup", "ipc", "uts", "net", "mnt")
+                              if kind in namespace.available()])
+        os.fchdir(host_root)
+        host.call(1, "chroot(.) back to the host's root, still in the container's mounts",
+                  os.chroot, ".")
+        os.close(host_root)
+        os.chdir(f"/proc/{pid}/root")
+        if terminal:
+            os.close(terminal[0])
+            os.login_tty(terminal[1])
+        elif detach or not interactive:
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 0)
+            if detach:
+                os.dup2(null, 1)
+                os.dup2(null, 2)
+        uid, gid, groups = ids
+        rootfs.exec_command(argv, environment, workdir=workdir, uid=uid, gid=gid, groups=groups)
+    except host.EngineError as error:
+        os.write(error_pipe, f"{error.exit_code}\t{error}".encode())
+        os._exit(error.exit_code)
+    except BaseException as error:  # an engine bug: say what it was
+        os.write(error_pipe, f"126\t{type(error).__name__}: {error}".encode())
+        os._exit(126)
+
+
+# -- volumes (chapter 6) --------------------------------------------------------
+
+def volume_users(name):
+    """The containers whose mounts use the volume ``name``."""
+    return [container for container in all_containers()
+            if any(mount.get("Type") == "volume" and mount.get("Name") == name
+                   for mount in container.config.get("Mounts", []))]
+
+
+def materialize_volumes(mounts, image_config, layers):
+    """Create the container's volumes and fill new ones from the image.
+
+    Adds an anonymous volume for each of the image's ``VOLUME`` paths that
+    no ``-v`` covers.  Each volume mount gets its ``Name`` and ``Source``;
+    ``mounts`` is changed in place, so a caller that fails later knows
+    which anonymous volumes to remove again.
+    """
+    from minidocker import volume
+
+    covered = {mount["Destination"] for mount in mounts}
+    for destination in sorted(image_config.get("Volumes") or {}):
+        if os.path.normpath(destination) not in covered:
+            mounts.append(parse_volume(os.path.normpath(destination)))
+    for mount in mounts:
+        if mount["Type"] != "volume":
+            continue
+        made = volume.create(mount["Name"], anonymous=not mount["Name"])
+        mount["Name"], mount["Source"] = made.name, made.data
+        volume.fill_from_image(made, layers, mount["Destination"])
+
+
+def remove_anonymous_volumes(mounts):
+    """Remove the anonymous volumes among ``mounts`` that no container uses.
+
+    Called for a removed container (``rm -v``, ``--rm``) and for a create
+    that failed after making its volumes.  Named volumes are never removed
+    here: they outlive their containers.
+    """
+    from minidocker import volume
+
+    for mount in mounts:
+        if mount.get("Type") == "volume" and mount.get("Name"):
+            found = volume.find(mount["Name"])
+            if found and found.anonymous and not volume_users(found.name):
+                volume.remove(found)
