@@ -123,17 +123,18 @@ def disconnect(container_id, settings=None):
     Safe to call twice, after a half-finished :func:`connect`, and after the
     monitor that connected the container was killed: whatever is already
     gone is skipped.  Without ``settings`` every kind of leftover is looked
-    for.
+    for.  Returns the settings of a container that is not connected (no
+    address, no ports), for the engine to record.
     """
     settings = settings or {}
     _close(_reserved_sockets.pop(container_id, []))
-    mode = settings.get("NetworkMode")
-    if mode in ("none", "host"):
-        return
-    if settings.get("Ports") or not settings:
-        remove_rules_marked(container_comment(container_id))
-    unplug_cable(container_id)
-    _leave(container_id)
+    mode = settings.get("NetworkMode", "")
+    if mode not in ("none", "host"):
+        if settings.get("Ports") or not settings:
+            remove_rules_marked(container_comment(container_id))
+        unplug_cable(container_id)
+        _leave(container_id)
+    return _settings_without_bridge(mode)
 
 
 def network_mode(name):
@@ -164,6 +165,62 @@ def check_request(request):
     if request.get("ip"):
         _check_requested_address(network, request["ip"])
     _close(reserve_host_ports(requested_ports(request)))
+
+
+# -- what the engine records: from `run` flags to a connect request -------
+
+def configuration(options, image_config):
+    """Check a run's network flags; return what the container's config records.
+
+    The result has Docker's keys: ``HostConfig`` (``NetworkMode``,
+    ``PortBindings``, ``PublishAllPorts``, ``Dns``, ``ExtraHosts``),
+    ``ExposedPorts`` (for ``Config``) and ``NetworkingConfig``.
+    """
+    request = {
+        "network": options.get("network"), "ip": options.get("ip"),
+        "publish": list(options.get("publish") or ()),
+        "publish_all": bool(options.get("publish_all")),
+        "exposed_ports": sorted(image_config.get("ExposedPorts") or {}),
+        "aliases": list(options.get("network_aliases") or ()),
+        "add_hosts": list(options.get("add_hosts") or ()), "dns": list(options.get("dns") or ()),
+    }
+    check_request(request)
+    mode = network_mode(request["network"])
+    bindings = {}
+    for port in requested_ports(dict(request, publish_all=False)):
+        bindings.setdefault(f"{port['ContainerPort']}/{port['Protocol']}", []).append(
+            {"HostIp": port["HostIp"], "HostPort": port["HostPort"]})
+    return {
+        "HostConfig": {"NetworkMode": mode, "PortBindings": bindings,
+                       "PublishAllPorts": request["publish_all"],
+                       "Dns": request["dns"], "ExtraHosts": request["add_hosts"]},
+        "ExposedPorts": {port: {} for port in request["exposed_ports"]},
+        "NetworkingConfig": {"EndpointsConfig": {mode: {
+            "IPAMConfig": {"IPv4Address": request["ip"] or ""}, "Aliases": request["aliases"]}}},
+    }
+
+
+def request_for(config, directory):
+    """Build :func:`connect`'s request from a container's recorded config."""
+    host_config = config["HostConfig"]
+    mode = host_config.get("NetworkMode") or "none"
+    endpoint = config.get("NetworkingConfig", {}).get("EndpointsConfig", {}).get(mode, {})
+    return {
+        "network": mode,
+        "ip": endpoint.get("IPAMConfig", {}).get("IPv4Address") or None,
+        "publish": [{"HostIp": binding["HostIp"], "HostPort": binding["HostPort"],
+                     "ContainerPort": key.partition("/")[0], "Protocol": key.partition("/")[2]}
+                    for key, bindings in (host_config.get("PortBindings") or {}).items()
+                    for binding in bindings],
+        "publish_all": host_config.get("PublishAllPorts", False),
+        "exposed_ports": sorted(config["Config"].get("ExposedPorts") or {}),
+        "aliases": endpoint.get("Aliases", []),
+        "name": config.get("Name", "").lstrip("/"),
+        "hostname": config["Config"].get("Hostname"),
+        "add_hosts": host_config.get("ExtraHosts") or [],
+        "dns": host_config.get("Dns") or [],
+        "directory": directory,
+    }
 
 
 # -- networks: the records behind `network create/ls/inspect/rm` ----------
@@ -637,8 +694,14 @@ def unplug_cable(container_id):
     removed both ends, and there is nothing to do.
     """
     outside = host_interface_name(container_id)
-    if _link_exists(outside):
-        host.run(["ip", "link", "delete", outside], CHAPTER)
+    if not _link_exists(outside):
+        return
+    result = host.run(["ip", "link", "delete", outside], CHAPTER, check=False)
+    # The namespace may die between the look and the delete, taking the
+    # pair with it: that failure is the success we wanted.
+    if result.returncode != 0 and _link_exists(outside):
+        raise host.EngineError(f"ip link delete {outside} failed: "
+                               f"{result.stderr.decode(errors='replace').strip()}")
 
 
 def _bridge_mtu(bridge):
@@ -686,8 +749,11 @@ SHARED_RULES = (
     # ... and may go anywhere else.
     ("filter", "MINIDOCKER-FORWARD", ["-i", "mdbr+", "-j", "ACCEPT"]),
     # route_localnet would also let a container address the host's own
-    # 127.0.0.1 services through the gateway; nothing on a bridge may.
-    ("filter", "MINIDOCKER-INPUT", ["-i", "mdbr+", "-d", "127.0.0.0/8", "-j", "DROP"]),
+    # 127.0.0.1 services through the gateway; nothing on a bridge may,
+    # except the replies of a connection the host opened to 127.0.0.1
+    # (their address is turned back into 127.0.0.1 before this rule).
+    ("filter", "MINIDOCKER-INPUT", ["-i", "mdbr+", "-d", "127.0.0.0/8", "-m", "conntrack", "!",
+                                    "--ctstate", "RELATED,ESTABLISHED", "-j", "DROP"]),
     # A connection from the host's 127.0.0.1 to a published port leaves
     # by a bridge: give it the gateway's address, which the container can
     # answer (its own 127.0.0.1 is itself).
