@@ -22,6 +22,18 @@ class Session:
         self.output = b""
         self.code = None
 
+    def wait_for_raw_mode(self, timeout=10):
+        """Wait until the command has put its terminal in raw mode (ICANON off).
+
+        The master side reports the terminal's settings, so this tells when
+        typed keys stop being edited as a line by the kernel.
+        """
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.master)[3] & termios.ICANON:
+            if time.monotonic() > deadline:
+                raise AssertionError("the terminal never went into raw mode")
+            self._read_some(0.02)
+
     def type(self, data):
         os.write(self.master, data)
 

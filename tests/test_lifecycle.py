@@ -1,0 +1,309 @@
+"""Chapter 6: the container lifecycle, the monitor, exec and attach (real kernel)."""
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers.terminal import Session
+
+pytestmark = pytest.mark.ch6
+
+
+def state(engine, reference):
+    return json.loads(engine.ok("inspect", reference))[0]["State"]
+
+
+def process_exists(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, timeout=10, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def monitor_pid(engine, container_id):
+    with open(os.path.join(engine.root, "containers", container_id, "state.json")) as handle:
+        return json.load(handle)["MonitorPid"]
+
+
+# -- run -d and the monitor ------------------------------------------------------------
+
+def test_run_detached_returns_at_once_and_the_monitor_records_the_end(busybox):
+    started = time.monotonic()
+    container_id = busybox.ok("run", "-d", "busybox", "sh", "-c", "sleep 1; exit 3").strip()
+    assert time.monotonic() - started < 1.0
+    assert len(container_id) == 64
+    assert state(busybox, container_id)["Status"] == "running"
+    monitor = monitor_pid(busybox, container_id)
+    with open(f"/proc/{monitor}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    assert int(fields[3]) == monitor  # session id: its own session, safe from a closing terminal
+    assert busybox.ok("wait", container_id[:8]).strip() == "3"
+    final = state(busybox, container_id)
+    assert (final["Status"], final["Running"], final["ExitCode"], final["Pid"]) == ("exited", False, 3, 0)
+    assert final["StartedAt"] < final["FinishedAt"]
+    assert wait_for(lambda: not process_exists(monitor))  # ended and reaped: no zombie
+
+
+def test_foreground_run_passes_piped_stdin_with_i(busybox):
+    result = busybox.run("run", "-i", "--rm", "busybox", "sh", "-c", "tr a-z A-Z; echo done",
+                         input="hello through the pipe\n")
+    assert result.returncode == 0
+    assert result.stdout == "HELLO THROUGH THE PIPE\ndone\n"
+    without_i = busybox.run("run", "--rm", "busybox", "cat", input="ignored\n")
+    assert without_i.stdout == ""
+
+
+def test_foreground_run_forwards_ctrl_c_to_the_container(busybox):
+    script = "trap 'echo got INT; exit 42' INT; echo ready; while true; do sleep 0.1; done"
+    process = subprocess.Popen(busybox.command("run", "--rm", "busybox", "sh", "-c", script),
+                               stdout=subprocess.PIPE, env=busybox.environment(), text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 42
+        assert "got INT" in process.stdout.read()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_run_it_gives_a_terminal_of_the_right_size(busybox):
+    session = Session(busybox.command("run", "-it", "--rm", "busybox", "sh"),
+                      busybox.environment(), rows=33, columns=111)
+    session.read_until(b"# ")
+    session.type(b"tty; stty size\r")
+    output = session.read_until(b"33 111")
+    assert b"/dev/pts/0" in output
+    session.type(b"exit 5\r")
+    assert session.wait() == 5
+
+
+def test_dit_then_attach_and_detach_with_ctrl_p_ctrl_q(busybox):
+    busybox.ok("run", "-dit", "--name", "shell", "busybox", "sh")
+    session = Session(busybox.command("attach", "shell"), busybox.environment())
+    session.wait_for_raw_mode()
+    session.type(b"echo attached-$((6*7))\r")
+    session.read_until(b"attached-42")
+    session.type(b"\x10\x11")
+    assert session.wait() == 0
+    assert state(busybox, "shell")["Running"] is True  # detaching leaves it running
+    again = Session(busybox.command("attach", "shell"), busybox.environment())
+    again.wait_for_raw_mode()
+    again.type(b"exit 4\r")
+    assert again.wait() == 4
+    assert "\nattached-42\n" in busybox.ok("logs", "shell")  # a tty is logged as stdout
+
+
+# -- stop, kill, restart, wait ---------------------------------------------------------
+
+def test_stop_kills_a_process_that_ignores_sigterm_after_the_timeout(busybox):
+    busybox.ok("run", "-d", "--name", "stubborn", "busybox", "sleep", "1000")
+    started = time.monotonic()
+    assert busybox.ok("stop", "-t", "1", "stubborn").strip() == "stubborn"
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 4
+    final = state(busybox, "stubborn")
+    assert (final["Status"], final["ExitCode"]) == ("exited", 137)
+
+
+def test_stop_lets_a_process_handling_sigterm_exit_cleanly(busybox):
+    script = "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"
+    busybox.ok("run", "-d", "--name", "polite", "busybox", "sh", "-c", script)
+    started = time.monotonic()
+    busybox.ok("stop", "-t", "10", "polite")
+    assert time.monotonic() - started < 3
+    assert state(busybox, "polite")["ExitCode"] == 0
+    assert busybox.ok("logs", "polite") == "bye\n"
+
+
+def test_kill_with_a_signal_restart_and_wait(busybox):
+    container_id = busybox.ok("run", "-d", "--name", "kk", "busybox", "sh", "-c",
+                              "trap 'exit 9' USR1; while true; do sleep 0.1; done").strip()
+    first_pid = state(busybox, "kk")["Pid"]
+    busybox.ok("kill", "-s", "USR1", "kk")
+    assert busybox.ok("wait", "kk").strip() == "9"
+    failed = busybox.run("kill", "kk")
+    assert failed.returncode == 1 and "is not running" in failed.stderr
+    busybox.ok("restart", "-t", "1", container_id[:12])
+    assert state(busybox, "kk")["Running"] and state(busybox, "kk")["Pid"] != first_pid
+    busybox.ok("kill", "kk")
+    assert busybox.ok("wait", "kk").strip() == "137"
+
+
+def test_restart_policy_on_failure_counts_and_always_survives_exits(busybox):
+    busybox.ok("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c",
+               "echo try; exit 1")
+    assert wait_for(lambda: state(busybox, "flaky")["Status"] == "exited"
+                    and busybox.ok("logs", "flaky").count("try") == 3)
+    assert json.loads(busybox.ok("inspect", "flaky"))[0]["State"]["RestartCount"] == 2
+    busybox.ok("run", "-d", "--name", "forever", "--restart", "always", "busybox", "sh", "-c",
+               "echo up; sleep 0.2")
+    assert wait_for(lambda: busybox.ok("logs", "forever").count("up") >= 3)
+    busybox.ok("stop", "-t", "1", "forever")
+    count = busybox.ok("logs", "forever").count("up")
+    time.sleep(0.7)
+    assert busybox.ok("logs", "forever").count("up") == count  # stopped means stopped
+    assert state(busybox, "forever")["Status"] == "exited"
+    conflict = busybox.run("run", "--rm", "--restart", "always", "busybox", "true")
+    assert conflict.returncode == 125 and "Conflicting options" in conflict.stderr
+
+
+# -- ps, rename, rm, prune -------------------------------------------------------------
+
+def test_ps_filters_format_rename_and_prune(busybox):
+    running = busybox.ok("run", "-d", "--name", "one", "busybox", "sleep", "100").strip()
+    exited = busybox.ok("run", "-d", "--name", "two", "busybox", "sh", "-c", "exit 2").strip()
+    busybox.ok("wait", "two")
+    created = busybox.ok("create", "--name", "three", "busybox", "true").strip()
+    assert busybox.ok("ps", "-q").split() == [running[:12]]
+    assert busybox.ok("ps", "-aq", "--no-trunc").split() == [running, exited, created]
+    assert busybox.ok("ps", "-q", "-f", "status=exited").split() == [exited[:12]]
+    assert busybox.ok("ps", "-q", "-f", "exited=2").split() == [exited[:12]]
+    assert busybox.ok("ps", "-aq", "-f", "name=thr").split() == [created[:12]]
+    assert busybox.ok("ps", "-a", "--format", "{{.Names}}\\t{{.State}}").splitlines() == [
+        "one\trunning", "two\texited", "three\tcreated"]
+    table = busybox.ok("ps", "--format", "table {{.ID}}\\t{{.Status}}").splitlines()
+    assert table[0].split() == ["CONTAINER", "ID", "STATUS"] and table[1].startswith(running[:12])
+    assert busybox.run("ps", "-f", "status=sleepy").returncode == 125
+    busybox.ok("rename", "one", "uno")
+    assert busybox.ok("ps", "--format", "{{.Names}}").strip() == "uno"
+    taken = busybox.run("rename", "uno", "two")
+    assert taken.returncode == 125 and "already in use" in taken.stderr
+    refused = busybox.run("rm", "uno")
+    assert refused.returncode == 1 and "stop the container" in refused.stderr
+    pruned = busybox.ok("container", "prune", "-f")
+    assert exited in pruned and created in pruned and running not in pruned
+    assert busybox.ok("ps", "-aq", "--no-trunc").split() == [running]
+
+
+def test_ps_is_right_with_30_containers_created_in_parallel(busybox):
+    def create(number):
+        return busybox.run("create", "--name", f"parallel{number}", "busybox", "true")
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(create, range(30)))
+    assert all(result.returncode == 0 for result in results), [r.stderr for r in results]
+    ids = {result.stdout.strip() for result in results}
+    assert len(ids) == 30
+    listed = busybox.ok("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}} {{.State}}")
+    rows = [line.split() for line in listed.splitlines()]
+    assert {row[0] for row in rows} == ids
+    assert sorted(row[1] for row in rows) == sorted(f"parallel{number}" for number in range(30))
+    assert all(row[2] == "created" for row in rows)
+
+
+# -- exec ----------------------------------------------------------------------------
+
+def test_exec_joins_the_containers_namespaces(busybox, tmp_path):
+    (tmp_path / "marker").write_text("bound\n")
+    container_id = busybox.ok("run", "-d", "--name", "target", "-h", "inside", "-v",
+                              f"{tmp_path}:/data", "busybox", "sleep", "100").strip()
+    pid = state(busybox, "target")["Pid"]
+    output = busybox.ok("exec", "target", "sh", "-c",
+                        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; "
+                        "cat /data/marker; for kind in net mnt uts ipc; do "
+                        "readlink /proc/self/ns/$kind; done")
+    lines = output.splitlines()
+    assert lines[0] == "inside"
+    assert lines[1].strip() == "sleep 100"  # PID 1 of the PID namespace it joined
+    assert lines[2] == "bound"
+    assert lines[3:] == [os.readlink(f"/proc/{pid}/ns/{kind}") for kind in ("net", "mnt", "uts", "ipc")]
+    assert lines[3] != os.readlink("/proc/self/ns/net")
+    capabilities = busybox.ok("exec", container_id[:6], "grep", "CapBnd", "/proc/self/status")
+    assert capabilities.split()[1] == "00000000a80425fb"
+
+
+def test_exec_exit_status_user_workdir_env_and_stdin(busybox):
+    busybox.ok("run", "-d", "--name", "box", "busybox", "sleep", "100")
+    assert busybox.run("exec", "box", "sh", "-c", "exit 7").returncode == 7
+    assert busybox.run("exec", "box", "no-such-command").returncode == 127
+    assert busybox.ok("exec", "-u", "user", "-w", "/tmp", "-e", "GREETING=hi", "box", "sh", "-c",
+                      "id -u; pwd; echo $GREETING").split() == ["1000", "/tmp", "hi"]
+    assert busybox.ok("exec", "-i", "box", "cat", input="piped in\n") == "piped in\n"
+    busybox.ok("exec", "-d", "box", "sh", "-c", "echo made > /tmp/detached")
+    assert wait_for(lambda: busybox.run("exec", "box", "cat", "/tmp/detached").stdout == "made\n")
+
+
+def test_exec_it_gives_a_terminal(busybox):
+    busybox.ok("run", "-d", "--name", "plain", "busybox", "sleep", "100")
+    session = Session(busybox.command("exec", "-it", "plain", "sh"), busybox.environment(),
+                      rows=21, columns=77)
+    session.read_until(b"# ")
+    session.type(b"tty; stty size\r")
+    output = session.read_until(b"21 77")
+    assert b"/dev/pts/" in output
+    session.type(b"exit 3\r")
+    assert session.wait() == 3
+
+
+def test_exec_into_a_stopped_container_is_a_clear_error(busybox):
+    busybox.ok("create", "--name", "idle", "busybox", "true")
+    result = busybox.run("exec", "idle", "true")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("is not running")
+    assert result.stderr.count("\n") == 1
+
+
+# -- when things die -------------------------------------------------------------------
+
+def test_a_killed_monitor_never_leaves_a_stale_up(busybox):
+    container_id = busybox.ok("run", "-d", "--name", "orphan", "busybox", "sleep", "1000").strip()
+    pid = state(busybox, "orphan")["Pid"]
+    monitor = monitor_pid(busybox, container_id)
+    os.kill(monitor, signal.SIGKILL)
+    assert wait_for(lambda: not process_exists(monitor))
+    # PID 1 still runs: "Up" is the truth, and says so because the kernel says so.
+    assert busybox.ok("ps", "--format", "{{.State}}").strip() == "running"
+    os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: not process_exists(pid))
+    assert busybox.ok("ps", "-q") == ""
+    assert busybox.ok("ps", "-a", "--format", "{{.State}}").strip() == "exited"
+    busybox.ok("rm", "-f", "orphan")
+    assert busybox.ok("ps", "-aq") == ""
+    assert not os.path.exists(os.path.join(busybox.root, "containers", container_id))
+
+
+def test_rm_f_after_a_killed_monitor_cleans_everything(busybox):
+    container_id = busybox.ok("run", "-d", "busybox", "sleep", "1000").strip()
+    pid = state(busybox, container_id)["Pid"]
+    os.kill(monitor_pid(busybox, container_id), signal.SIGKILL)
+    busybox.ok("rm", "-f", container_id)
+    assert wait_for(lambda: not process_exists(pid))
+    assert busybox.ok("ps", "-aq") == ""
+
+
+def test_killing_the_cli_during_run_d_leaves_nothing_half_made(busybox):
+    for delay in (0.05, 0.1, 0.15, 0.2, 0.3):
+        process = subprocess.Popen(busybox.command("run", "-d", "busybox", "sleep", "1000"),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=busybox.environment())
+        time.sleep(delay)
+        process.kill()
+        process.wait()
+    time.sleep(0.3)
+    containers = os.path.join(busybox.root, "containers")
+    for record in busybox.ok("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.State}}").splitlines():
+        container_id, status = record.split()
+        assert status in ("created", "running")
+        assert os.path.exists(os.path.join(containers, container_id, "config.json"))
+    ids = busybox.ok("ps", "-aq").split()
+    if ids:
+        busybox.ok("rm", "-f", *ids)
+    busybox.ok("create", "busybox", "true")  # also sweeps drafts a killed create left
+    leftovers = [name for name in os.listdir(containers) if name.startswith(".draft-")]
+    assert leftovers == []
