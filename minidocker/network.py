@@ -98,12 +98,15 @@ def connect(container_id, pid, request):
     """
     mode = network_mode(request.get("network"))
     if mode in ("none", "host"):
-        settings = _settings_without_bridge(mode)
-        _write_name_files(request, settings, peers={})
+        if mode == "host" and request.get("publish"):
+            print("WARNING: Published ports are discarded when using host network mode",
+                  file=sys.stderr)
+        settings = _unconnected_settings(mode)
+        _write_name_files(request, settings)
         return settings
     ports = requested_ports(request)
     sockets = reserve_host_ports(ports)
-    settings = _settings_without_bridge(mode)
+    settings = _unconnected_settings(mode)
     try:
         endpoint = _join(container_id, mode, request, settings)
         plug_cable(container_id, pid, endpoint, settings)
@@ -134,7 +137,7 @@ def disconnect(container_id, settings=None):
             remove_rules_marked(container_comment(container_id))
         unplug_cable(container_id)
         _leave(container_id)
-    return _settings_without_bridge(mode)
+    return _unconnected_settings(mode)
 
 
 def network_mode(name):
@@ -476,7 +479,7 @@ def _join(container_id, name, request, settings):
         record["Endpoints"][container_id] = endpoint
         _save_record(record)
         _fill_settings(settings, record, endpoint)
-        _write_all_name_files(record, request, container_id, settings)
+        _write_all_name_files(record, request, container_id)
     return endpoint
 
 
@@ -558,7 +561,7 @@ def _fill_settings(settings, record, endpoint):
     }}
 
 
-def _settings_without_bridge(mode):
+def _unconnected_settings(mode):
     settings = {"NetworkMode": mode, "Bridge": "", "IPAddress": "", "IPPrefixLen": 0,
                 "Gateway": "", "MacAddress": "", "Ports": {}, "Networks": {}}
     if mode in ("none", "host"):
@@ -1085,7 +1088,7 @@ def hosts_text(record, container_id):
     return "".join(lines)
 
 
-def _write_all_name_files(record, request=None, container_id=None, settings=None):
+def _write_all_name_files(record, request=None, container_id=None):
     """Rewrite the hosts file of the network's containers (all, or the newcomer)."""
     if request is not None:
         endpoint = record["Endpoints"][container_id]
@@ -1099,7 +1102,7 @@ def _write_all_name_files(record, request=None, container_id=None, settings=None
             _rewrite(directory, "hosts", hosts_text(record, member))
 
 
-def _write_name_files(request, settings, peers):
+def _write_name_files(request, settings):
     """Write hosts and resolv.conf for ``--network none`` and ``host``."""
     directory = request.get("directory")
     if not directory:
