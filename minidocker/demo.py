@@ -34,7 +34,7 @@ SCENES = (
     (1, "namespaces", "PID 1, its own hostname, only a loopback interface.",
      ("run",), (
          (("run", "--rm", "busybox", "echo", "hello from a container"), 0),
-         (("run", "--rm", "--hostname", "island", "busybox", "sh", "-c",
+         (("run", "--rm", "--network", "none", "--hostname", "island", "busybox", "sh", "-c",
            'echo "I am PID $$ on $(hostname)"; ps -o pid,comm; ip -o link | cut -d: -f2'), 0),
      )),
     (2, "cgroups", "A memory limit with no swap: the kernel's OOM killer ends it (137).",

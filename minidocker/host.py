@@ -78,6 +78,7 @@ def narrate(chapter, text):
     On a terminal the tag is coloured; into a file or a pipe (and when the
     ``NO_COLOR`` convention asks for it) the line is plain text.
     """
+    global _trace_fd
     if _trace_fd is None:
         return
     text = shorten_for_reading(text)
@@ -86,7 +87,13 @@ def narrate(chapter, text):
         line = f"\033[36m[{tag}]\033[0m {text}\n"
     else:
         line = f"[{tag}] {text}\n"
-    os.write(_trace_fd, line.encode(errors="replace"))
+    try:
+        os.write(_trace_fd, line.encode(errors="replace"))
+    except OSError:
+        # The reader went away (``--trace ... | head``): stop narrating
+        # rather than abort the action, or its clean-up, half way.
+        _trace_fd = None
+        return
     if _step:
         _wait_for_enter()
 

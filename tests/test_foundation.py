@@ -51,7 +51,8 @@ def test_command_is_pid_1_and_sees_only_its_own_processes(busybox):
 
 @pytest.mark.ch1
 def test_network_none_has_only_loopback_and_it_is_up(busybox):
-    output = run_ok(busybox, "busybox", "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/operstate; "
+    output = run_ok(busybox, "--network", "none", "busybox", "sh", "-c",
+                    "ls /sys/class/net; cat /sys/class/net/lo/operstate; "
                     "ping -c 1 -W 1 127.0.0.1 >/dev/null && echo ping-ok")
     lines = output.split()
     assert lines[0] == "lo" and len([l for l in lines if l not in ("unknown", "ping-ok")]) == 1
