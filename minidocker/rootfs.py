@@ -24,6 +24,7 @@ order of :func:`build`.
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import stat
 import struct
@@ -408,20 +409,164 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
       working directory, since :func:`switch_root`), changes to the
       workdir, switches to the user's UID and execs the command, looked up
       in the container's ``PATH``.
+
+    Both run from sealed in-memory copies (:func:`seal_host_tool`), and
+    while nsenter still stands on the host's root its real UID differs
+    from its effective one, which makes it non-dumpable: see
+    :func:`steps_to_the_command` for why each matters.
     """
-    chain = [shutil.which("setpriv") or "/usr/bin/setpriv",
-             "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities),
-             f"--regid={gid}"]
+    tools = sealed_tools()
+    keep = []
+    if not tools["nsenter"].held_elsewhere:
+        tools["nsenter"].pass_through_exec()
+        keep.append(tools["nsenter"].descriptor)
+    chain = steps_to_the_command(argv, tools, workdir=workdir, uid=uid, gid=gid, groups=groups,
+                                 capabilities=capabilities,
+                                 no_new_privileges=no_new_privileges)
+    keep_only_standard_descriptors(keep)
+    host.narrate(3, " ".join(chain))
+    os.execve(tools["setpriv"].path_for_owner, chain, environment)
+
+
+def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities,
+                         no_new_privileges):
+    """Return the ``setpriv ... -- nsenter ... -- COMMAND`` argument list.
+
+    Two rules shape it.  A process in the container may open
+    ``/proc/PID/exe`` of a process that joins it and, once that process
+    has moved on, write through the descriptor into the host binary
+    (runc's CVE-2019-5736): so the tools run from sealed memfd copies, and
+    the binary such a process can reach is one nobody can write.  And
+    ``/proc/PID/root`` of nsenter leads to the host's root until nsenter
+    has chrooted: ptrace(2)'s access mode check refuses it to another
+    process only if the target is not "dumpable", and execve(2) makes a
+    program non-dumpable when its "effective user ID is not the same as
+    its real user ID".  So setpriv gives nsenter a real UID that is not 0
+    (the user's, or nobody's for root) while the effective one stays 0,
+    and nsenter's ``--setuid`` sets all of them after the chroot.
+    """
+    chain = ["setpriv", "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities),
+             f"--ruid={uid or NOBODY}", "--euid=0", f"--regid={gid}"]
     chain.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
     if no_new_privileges:
         chain.append("--no-new-privs")
-    chain += ["--", shutil.which("nsenter") or "/usr/bin/nsenter", "--root=.",
-              "--wd=." + workdir]
-    if uid:
-        chain.append(f"--setuid={uid}")
-    chain += ["--", *argv]
-    host.narrate(3, " ".join(chain))
-    os.execve(chain[0], chain, environment)
+    chain += ["--", tools["nsenter"].path_for_others, "--root=.", "--wd=." + workdir,
+              f"--setuid={uid}", "--", *argv]
+    return chain
+
+
+#: The real UID nsenter runs under, for root's commands, until it has chrooted.
+NOBODY = 65534
+
+
+def keep_only_standard_descriptors(keep=()):
+    """Let no descriptor but 0, 1 and 2 pass into the container.
+
+    A descriptor the engine inherited from whoever started it (a shell, a
+    CI runner) would otherwise reach the container's command still open,
+    and one naming a host directory is a way out (runc's CVE-2024-21626).
+    Close-on-exec, rather than close, keeps the error pipe working until
+    the exec succeeds.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        descriptor = int(name)
+        if descriptor > 2 and descriptor not in keep:
+            try:
+                os.set_inheritable(descriptor, False)
+            except OSError:
+                pass  # the descriptor listdir itself used, closed already
+
+
+class SealedTool:
+    """A host tool copied into a sealed memfd, and how to exec it.
+
+    ``path_for_owner`` works in the process that holds the descriptor (and
+    its forked children, which share it until they exec);
+    ``path_for_others`` names the copy through the holder's ``/proc/PID``,
+    so a later program in the chain can exec it without inheriting an
+    open descriptor.
+    """
+
+    def __init__(self, name, descriptor, owner):
+        self.name = name
+        self.descriptor = descriptor
+        self.path_for_owner = f"/proc/self/fd/{descriptor}"
+        self.path_for_others = f"/proc/{owner}/fd/{descriptor}"
+        self.held_elsewhere = owner != os.getpid()
+
+    def pass_through_exec(self):
+        """Keep the copy open across an exec, for a caller that holds it alone.
+
+        A caller that did not seal the tools before it forked is the only
+        holder, so the copy must survive its exec, and the command
+        inherits one descriptor of a read-only memfd.
+        """
+        os.set_inheritable(self.descriptor, True)
+        self.path_for_others = self.path_for_owner
+
+
+_sealed_tools = {}
+
+#: memfd_create(2): "MFD_EXEC [...] Create the memfd with executable
+#: permission" (Linux 6.3); older kernels refuse the unknown flag.
+MFD_EXEC = 0x10
+
+
+def sealed_tools():
+    """Return the sealed copies of ``setpriv`` and ``nsenter`` this process holds.
+
+    The process that forks a container's PID 1 or an exec'd process calls
+    this before it forks and keeps the copies open while the child may
+    still need them: the child's ``setpriv`` execs ``nsenter`` through
+    ``/proc/OWNER/fd/N``.
+    """
+    if not _sealed_tools or _sealed_tools["owner"] != os.getpid() and not _inherited():
+        _sealed_tools.clear()
+        _sealed_tools["owner"] = os.getpid()
+        for name in ("setpriv", "nsenter"):
+            _sealed_tools[name] = seal_host_tool(name)
+    owner = _sealed_tools["owner"]
+    return {name: SealedTool(name, _sealed_tools[name], owner) for name in ("setpriv", "nsenter")}
+
+
+def _inherited():
+    """Say whether the sealed copies this process knows of are still open in it."""
+    try:
+        return all(os.readlink(f"/proc/self/fd/{_sealed_tools[name]}") == f"/memfd:{name} (deleted)"
+                   for name in ("setpriv", "nsenter"))
+    except OSError:
+        return False
+
+
+def seal_host_tool(name):
+    """Copy a host tool into a memfd and seal it against every change.
+
+    fcntl(2): "F_SEAL_WRITE: If this seal is set, you cannot modify the
+    contents of the file", and F_SEAL_SEAL forbids removing that seal
+    again.  So a process that reaches the copy through ``/proc/PID/exe``
+    can read it but never write it, and the host's own binary is never
+    executed by anything that joins a container.
+    """
+    path = shutil.which(name) or f"/usr/bin/{name}"
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        descriptor = os.memfd_create(name, flags | MFD_EXEC)
+    except OSError:
+        descriptor = os.memfd_create(name, flags)
+    try:
+        with open(path, "rb") as binary:
+            data = binary.read()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view):]
+        os.fchmod(descriptor, 0o555)
+        fcntl.fcntl(descriptor, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW |
+                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+    except OSError as error:
+        os.close(descriptor)
+        raise host.EngineError(f"cannot make a sealed copy of {path}: {error.strerror}")
+    host.narrate(3, f"memfd_create({name}): a sealed copy of {path} for the last exec")
+    return descriptor
 
 
 def find_command(root, name, search_path):

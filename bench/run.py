@@ -1,0 +1,899 @@
+"""Measure minidocker beside runc, crun and podman, side by side, in one run.
+
+Run it as root with ``sudo make bench`` (or ``sudo bash bench/run.sh``,
+which installs the peers first).  Each scenario runs every peer the same
+way: a few untimed warm-up rounds, then timed rounds, each timed round one
+``subprocess.run`` of the peer's command with its output sent to
+``/dev/null``.  Work a round needs but that is not being measured (removing
+the image a pull will fetch again, filling the container a commit will
+save) happens before or after the clock, never inside it.
+
+The scenarios (issue 9):
+
+1. ``start``: start-to-exit of ``true`` with no network, beside runc, crun,
+   podman, the kernel floor (``unshare ... chroot ROOTFS /bin/true``) and
+   Python's own start-up (``python3.12 -c pass``).
+2. ``start-network``: the same with each engine's default network.
+3. ``output``: a container writing 100 MB to standard output, until
+   ``run`` returns; then ``logs`` reading it back.
+4. ``pull``: a five-layer image from a local ``docker-registry`` on
+   127.0.0.1, beside ``skopeo copy`` and ``podman pull``.
+5. ``commit``: a container with 200 MB of changes in 2,000 files.
+6. ``detached``: 50 detached containers: the wall time to start them all,
+   the memory (PSS) of the host processes each keeps alive above its PID 1
+   (minidocker's monitor, podman's conmon), and ``ps`` with 50 running.
+
+A peer that is not installed, or a minidocker command that does not exist
+yet, is a row that says so: nothing is dropped silently.  Results go to
+``bench/results/results.md`` and ``results.json``.
+
+The whole run happens in a private mount namespace (the script re-executes
+itself under ``unshare --mount``): every mount any engine makes there dies
+with the run, the runtimes' state directories under ``/run`` are fresh
+tmpfs mounts, and the empty cgroup2 tree of a hybrid host is hidden, which
+crun needs to run there (it treats a mounted cgroup2 tree as the one to
+use).  Traffic goes only to 127.0.0.1 and to the namespaces the engines
+make here.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from helpers.images import make_busybox_tarball  # noqa: E402  (the tests' own image recipe)
+
+SCENARIOS = ("start", "start-network", "output", "pull", "commit", "detached")
+PRIVATE_MARK = "MINIDOCKER_BENCH_PRIVATE"
+# Directories where runtimes keep state for root; each gets a fresh tmpfs.
+RUNTIME_STATE = ("/run/containers", "/run/libpod", "/run/runc", "/run/crun", "/var/lib/containers")
+OUTPUT_BYTES = 100 * 1000 * 1000
+COMMIT_FILES, COMMIT_FILE_BYTES = 2000, 100 * 1000
+DETACHED_COUNT = 50
+LINE = "0123456789" * 9 + "0123456"   # 97 characters, 98 bytes with the newline
+
+# Rounds (timed, warm-up) per scenario at --scale 1.
+ROUNDS = {"start": (20, 3), "start-network": (10, 2), "output": (3, 1),
+          "pull": (5, 1), "commit": (3, 1), "detached": (1, 0)}
+
+# What the issue asks for: (scenario, what, minidocker row, peer row, largest ratio).
+TARGETS = [
+    ("start", "start, no network", "minidocker", "runc", 2.0),
+    ("start", "start, no network", "minidocker", "podman", 0.25),
+    ("start-network", "start, default network", "minidocker", "podman", 0.5),
+    ("output", "100 MB output, run", "minidocker run", "podman run", 1.0),
+    ("output", "100 MB output, logs", "minidocker logs", "podman logs", 1.0),
+    ("pull", "pull, five layers", "minidocker pull", "skopeo copy", 1.5),
+    ("commit", "commit, 200 MB in 2,000 files", "minidocker commit", "podman commit", 1.5),
+    ("detached", "50 detached starts", "minidocker run -d x50", "podman run -d x50", 0.5),
+]
+MONITOR_TARGET_BYTES = 10 * 1000 * 1000
+
+
+class NotAvailable(Exception):
+    """A peer or a command this machine (or this minidocker) does not have."""
+
+
+class Failed(Exception):
+    """A command under measurement exited with an error."""
+
+
+# -- the measurement -------------------------------------------------------------
+
+class Row:
+    """One peer in one scenario: its timed rounds, or why there are none."""
+
+    def __init__(self, name, seconds=(), note="", unit="s", values=None, kind=""):
+        self.name = name
+        self.kind = kind    # rows of one kind compare with minidocker's row of that kind
+        self.seconds = list(seconds)
+        self.note = note
+        self.unit = unit
+        self.values = values
+
+    def median(self):
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def as_dict(self):
+        return {"name": self.name, "kind": self.kind, "seconds": self.seconds,
+                "note": self.note, "unit": self.unit, "values": self.values}
+
+
+def time_rounds(run_once, rounds, warmup, prepare=None, clean=None):
+    """Call ``run_once(prepared)`` warmup + rounds times; return the timed seconds.
+
+    ``prepare(index)`` runs before the clock starts and its result is passed
+    to ``run_once`` and ``clean``; ``clean`` runs after the clock stops.
+    """
+    seconds = []
+    for index in range(warmup + rounds):
+        prepared = prepare(index) if prepare else None
+        started = time.perf_counter()
+        try:
+            run_once(prepared)
+        finally:
+            elapsed = time.perf_counter() - started
+            if clean:
+                clean(prepared)
+        if index >= warmup:
+            seconds.append(elapsed)
+    return seconds
+
+
+def measure(name, run_once, rounds, warmup, prepare=None, clean=None, note=""):
+    """Measure one peer; a peer that is missing or fails becomes a row saying so."""
+    try:
+        return Row(name, time_rounds(run_once, rounds, warmup, prepare, clean), note)
+    except NotAvailable as reason:
+        return Row(name, note=f"not available: {reason}")
+    except Failed as reason:
+        return Row(name, note=f"failed: {reason}")
+
+
+def command(argv, environment=None, stdout=subprocess.DEVNULL, timeout=600):
+    """Run one command to completion; raise Failed with its last words if it fails."""
+    try:
+        result = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, env=environment,
+                                timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise Failed(f"{' '.join(argv[:4])}... still running after {timeout} s") from None
+    if result.returncode != 0:
+        words = result.stderr.decode(errors="replace").strip().splitlines()
+        raise Failed(f"{' '.join(argv[:4])}... exited {result.returncode}: "
+                     f"{words[-1] if words else 'no message'}")
+    return result
+
+
+def installed(tool):
+    """Return the tool's path, or raise NotAvailable."""
+    path = shutil.which(tool)
+    if not path:
+        raise NotAvailable(f"{tool} is not installed")
+    return path
+
+
+# -- the peers --------------------------------------------------------------------
+
+class Minidocker:
+    """This repository's engine, driven through its command line like a user does."""
+
+    def __init__(self, root):
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+
+    def argv(self, *arguments):
+        return [sys.executable, "-m", "minidocker", *arguments]
+
+    def environment(self, root=None):
+        environment = dict(os.environ, MINIDOCKER_ROOT=root or self.root)
+        environment.pop("MINIDOCKER_TRACE", None)
+        return environment
+
+    def __call__(self, *arguments, root=None, stdout=subprocess.DEVNULL):
+        return command(self.argv(*arguments), self.environment(root), stdout=stdout)
+
+    def has(self, name):
+        """Raise NotAvailable unless ``minidocker NAME --help`` works."""
+        result = subprocess.run(self.argv(name, "--help"), capture_output=True,
+                                env=self.environment())
+        if result.returncode != 0:
+            raise NotAvailable(f"`minidocker {name}` does not exist yet")
+
+    def inspect(self, name):
+        output = self("inspect", name, stdout=subprocess.PIPE).stdout
+        return json.loads(output)[0]
+
+
+class Podman:
+    """podman with its own storage, runtime state and temporary files under WORKDIR.
+
+    It runs with ``--runtime runc`` and explicit ulimits within this
+    machine's hard limits (its defaults ask for more than a container host
+    may allow, and fail).
+    """
+
+    def __init__(self, workdir):
+        self.path = installed("podman")
+        self.workdir = workdir
+        for name in ("root", "runroot", "tmp"):
+            os.makedirs(os.path.join(workdir, name), exist_ok=True)
+        files = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 1048576)
+        # No process limit above pid_max means anything; runc's setrlimit of a
+        # larger nproc failed with EPERM on the machine this was written on.
+        with open("/proc/sys/kernel/pid_max") as pid_max:
+            processes = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], int(pid_max.read()))
+        self.ulimits = ["--ulimit", f"nofile={files}:{files}",
+                        "--ulimit", f"nproc={processes}:{processes}"]
+
+    def argv(self, *arguments):
+        return [self.path, "--root", os.path.join(self.workdir, "root"),
+                "--runroot", os.path.join(self.workdir, "runroot"),
+                "--tmpdir", os.path.join(self.workdir, "tmp"),
+                "--runtime", "runc", *arguments]
+
+    def run_argv(self, *arguments):
+        """``podman run`` with the ulimits; ARGUMENTS are run's own."""
+        return self.argv("run", *self.ulimits, *arguments)
+
+    def __call__(self, *arguments, stdout=subprocess.DEVNULL):
+        return command(self.argv(*arguments), stdout=stdout)
+
+    def remove_everything(self):
+        subprocess.run(self.argv("rm", "--all", "--force", "--time", "0"), capture_output=True)
+        subprocess.run(self.argv("rmi", "--all", "--force"), capture_output=True)
+
+
+class Bench:
+    """The shared material: busybox for every peer, an OCI bundle, the engines."""
+
+    def __init__(self, workdir, scale):
+        self.workdir = workdir
+        self.scale = scale
+        self.tarball = make_busybox_tarball(os.path.join(workdir, "busybox.tar"), workdir)
+        self.bundle = make_bundle(os.path.join(workdir, "bundle"), self.tarball)
+        self.rootfs = os.path.join(self.bundle, "rootfs")
+        self.minidocker = Minidocker(os.path.join(workdir, "engine"))
+        self.minidocker_setup = ""
+        try:
+            self.minidocker("import", self.tarball, "busybox")
+        except Failed as reason:
+            self.minidocker_setup = f"failed: minidocker import: {reason}"
+        try:
+            self.podman = Podman(os.path.join(workdir, "podman"))
+            self.podman("import", self.tarball, "localhost/busybox")
+            self.podman_setup = ""
+        except (NotAvailable, Failed) as reason:
+            self.podman = None
+            self.podman_setup = f"not available: {reason}"
+
+    def rounds(self, scenario):
+        timed, warmup = ROUNDS[scenario]
+        return max(1, round(timed * self.scale)), (warmup if self.scale >= 1 else 0)
+
+    def run_minidocker(self, name, run_once, scenario, **options):
+        if self.minidocker_setup:
+            return Row(name, note=self.minidocker_setup)
+        return measure(name, run_once, *self.rounds(scenario), **options)
+
+    def run_podman(self, name, run_once, scenario, **options):
+        if self.podman is None:
+            return Row(name, note=self.podman_setup)
+        return measure(name, run_once, *self.rounds(scenario), **options)
+
+    def close(self):
+        if self.podman:
+            self.podman.remove_everything()
+        if not self.minidocker_setup:
+            ids = subprocess.run(self.minidocker.argv("ps", "-aq"), capture_output=True,
+                                 text=True, env=self.minidocker.environment()).stdout.split()
+            if ids:
+                subprocess.run(self.minidocker.argv("rm", "-f", *ids), capture_output=True,
+                               env=self.minidocker.environment())
+
+
+def make_bundle(bundle, tarball):
+    """An OCI bundle (``runc spec``) whose rootfs is the same busybox, running ``true``."""
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(rootfs)
+    subprocess.run(["tar", "-xf", tarball, "-C", rootfs], check=True)
+    spec = {}
+    if shutil.which("runc"):
+        subprocess.run(["runc", "spec", "--bundle", bundle], check=True)
+    elif shutil.which("crun"):
+        subprocess.run(["crun", "spec"], cwd=bundle, check=True)
+    else:
+        return bundle
+    path = os.path.join(bundle, "config.json")
+    with open(path) as handle:
+        spec = json.load(handle)
+    spec["process"]["args"] = ["/bin/true"]
+    spec["process"]["terminal"] = False
+    with open(path, "w") as handle:
+        json.dump(spec, handle, indent=2)
+    return bundle
+
+
+# -- the scenarios ----------------------------------------------------------------
+
+def scenario_start(bench):
+    """Start-to-exit of ``true`` with no network."""
+    minidocker, rounds = bench.minidocker, bench.rounds("start")
+    rows = [bench.run_minidocker(
+        "minidocker", lambda _: minidocker("run", "--rm", "--network", "none", "busybox", "true"),
+        "start")]
+    for runtime in ("runc", "crun"):
+        rows.append(measure(runtime, lambda _, runtime=runtime: run_bundle(bench, runtime), *rounds,
+                            note="OCI bundle; a new network namespace with only lo"))
+    if bench.podman:
+        podman_argv = bench.podman.run_argv("--rm", "--network=none", "localhost/busybox", "true")
+        rows.append(bench.run_podman("podman", lambda _: command(podman_argv), "start"))
+    else:
+        rows.append(Row("podman", note=bench.podman_setup))
+    floor = ["unshare", "--mount", "--uts", "--ipc", "--net", "--pid", "--fork",
+             "chroot", bench.rootfs, "/bin/true"]
+    rows.append(measure("kernel floor", lambda _: command(floor), *rounds,
+                        note="unshare (mnt uts ipc net pid) + chroot + exec"))
+    python = [sys._base_executable, "-c", "pass"]
+    rows.append(measure("python3.12 -c pass", lambda _: command(python), *rounds,
+                        note=f"{sys._base_executable}, no site-packages of ours"))
+    return rows
+
+
+def run_bundle(bench, runtime):
+    installed(runtime)
+    command([runtime, "--root", os.path.join(bench.workdir, f"{runtime}-state"),
+             "run", "--bundle", bench.bundle, f"mdbench-{runtime}"])
+
+
+def scenario_start_network(bench):
+    """Start-to-exit of ``true`` on each engine's default network."""
+    minidocker = bench.minidocker
+    rows = []
+    mode = minidocker_default_network(bench)
+    if mode in ("", "none"):
+        rows.append(Row("minidocker", note="not available yet: `run`'s default network is "
+                                           f"still {mode or 'unset'} (chapter 5 not wired in)"))
+    else:
+        rows.append(bench.run_minidocker(
+            "minidocker", lambda _: minidocker("run", "--rm", "busybox", "true"), "start-network",
+            note=f"default network: {mode}"))
+    for runtime in ("runc", "crun"):
+        rows.append(Row(runtime, note="no default network: an OCI runtime leaves networking to "
+                                      "its caller (see the no-network rows)"))
+    if bench.podman:
+        podman_argv = bench.podman.run_argv("--rm", "localhost/busybox", "true")
+        rows.append(bench.run_podman("podman", lambda _: command(podman_argv), "start-network",
+                                     note="default network: netavark bridge"))
+    else:
+        rows.append(Row("podman", note=bench.podman_setup))
+    return rows
+
+
+def minidocker_default_network(bench):
+    """Return the NetworkMode ``create`` gives a container by default ("" if unknown)."""
+    if bench.minidocker_setup:
+        return ""
+    try:
+        bench.minidocker("create", "--name", "mdbench-probe", "busybox", "true")
+    except Failed:
+        return ""
+    try:
+        return bench.minidocker.inspect("mdbench-probe").get("HostConfig", {}).get("NetworkMode", "")
+    finally:
+        bench.minidocker("rm", "-f", "mdbench-probe")
+
+
+def scenario_output(bench):
+    """A container writing 100 MB to standard output; then reading it back with logs."""
+    script = f"yes {LINE} | head -c {OUTPUT_BYTES}"
+    minidocker = bench.minidocker
+    rows = []
+    try:
+        if bench.minidocker_setup:
+            raise NotAvailable(bench.minidocker_setup)
+        minidocker.has("logs")
+        runs, logs = [], []
+        rounds, warmup = bench.rounds("output")
+        for index in range(warmup + rounds):
+            name = f"mdbench-output-{index}"
+            runs.append(time_one(lambda: minidocker("run", "--name", name, "--network", "none",
+                                                    "busybox", "sh", "-c", script)))
+            logs.append(time_one(lambda: minidocker("logs", name)))
+            minidocker("rm", name)
+        rows += [Row("minidocker run", runs[warmup:], kind="run"),
+                 Row("minidocker logs", logs[warmup:], kind="logs")]
+    except NotAvailable as reason:
+        rows += [Row("minidocker run", note=f"not available: {reason}", kind="run"),
+                 Row("minidocker logs", note=f"not available: {reason}", kind="logs")]
+    except Failed as reason:
+        rows += [Row("minidocker run", note=f"failed: {reason}", kind="run"),
+                 Row("minidocker logs", note=f"failed: {reason}", kind="logs")]
+    floor = measure("host floor", lambda _: command(["busybox", "sh", "-c", script]),
+                    *bench.rounds("output"), note="the same shell line on the host, to /dev/null")
+    floor.kind = "run"
+    rows.append(floor)
+    if not bench.podman:
+        return rows + [Row("podman run", note=bench.podman_setup, kind="run"),
+                       Row("podman logs", note=bench.podman_setup, kind="logs")]
+    podman = bench.podman
+    try:
+        runs, logs = [], []
+        rounds, warmup = bench.rounds("output")
+        for index in range(warmup + rounds):
+            name = f"mdbench-output-{index}"
+            argv = podman.run_argv("--name", name, "--network=none", "--log-driver", "k8s-file",
+                                   "localhost/busybox", "sh", "-c", script)
+            runs.append(time_one(lambda: command(argv)))
+            logs.append(time_one(lambda: podman("logs", name)))
+            podman("rm", name)
+        rows += [Row("podman run", runs[warmup:], note="log driver k8s-file", kind="run"),
+                 Row("podman logs", logs[warmup:], kind="logs")]
+    except Failed as reason:
+        rows += [Row("podman run", note=f"failed: {reason}", kind="run"),
+                 Row("podman logs", note=f"failed: {reason}", kind="logs")]
+    return rows
+
+
+def time_one(action):
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def scenario_pull(bench):
+    """Pull a five-layer image from docker-registry on 127.0.0.1."""
+    from helpers import registry as registries
+    installed("docker-registry")
+    installed("umoci")
+    installed("skopeo")
+    layout = make_layered_image(os.path.join(bench.workdir, "layered"), bench.tarball)
+    server = registries.RegistryServer(os.path.join(bench.workdir, "registry"))
+    try:
+        reference = f"{server.address}/bench/layers:latest"
+        registries.skopeo_push(layout, "bench", reference)
+        return pull_rows(bench, reference)
+    finally:
+        server.stop()
+
+
+def pull_rows(bench, reference):
+    minidocker, podman = bench.minidocker, bench.podman
+    scratch = os.path.join(bench.workdir, "pulls")
+
+    def fresh_directory(index):
+        path = os.path.join(scratch, str(index))
+        os.makedirs(path)
+        return path
+
+    def remove_directory(path):
+        unmount_under(path)
+        shutil.rmtree(path)
+
+    rows = [bench.run_minidocker(
+        "minidocker pull", lambda root: minidocker("pull", reference, root=root), "pull",
+        prepare=fresh_directory, clean=remove_directory, note="into an empty engine root")]
+    skopeo = ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}"]
+    rows.append(measure("skopeo copy", lambda path: command(skopeo + [f"oci:{path}:latest"]),
+                        *bench.rounds("pull"), prepare=fresh_directory, clean=remove_directory,
+                        note="into an empty OCI layout (stores the blobs, unpacks nothing)"))
+
+    def forget_image(_):
+        subprocess.run(podman.argv("rmi", "--force", reference), capture_output=True)
+
+    rows.append(bench.run_podman(
+        "podman pull", lambda _: podman("pull", "--quiet", "--tls-verify=false", reference), "pull",
+        clean=forget_image, note="image removed after each round"))
+    return rows
+
+
+def make_layered_image(workdir, tarball):
+    """An OCI layout with busybox plus four layers of 8 MB of random data each."""
+    from helpers import registry as registries
+    layout = os.path.join(workdir, "layout")
+    os.makedirs(workdir)
+    registries.umoci("init", "--layout", layout)
+    registries.umoci("new", "--image", f"{layout}:bench")
+    registries.umoci("raw", "add-layer", "--image", f"{layout}:bench", tarball)
+    for number in range(4):
+        entries = [registries.tar_entry(f"data{number}/", kind=tarfile.DIRTYPE, mode=0o755)]
+        entries += [registries.tar_entry(f"data{number}/part{part}", data=os.urandom(1 << 20))
+                    for part in range(8)]
+        path = os.path.join(workdir, f"layer{number}.tar")
+        with open(path, "wb") as handle:
+            handle.write(registries.layer_tar(entries))
+        registries.umoci("raw", "add-layer", "--image", f"{layout}:bench", path)
+        os.remove(path)
+    registries.umoci("config", "--image", f"{layout}:bench", "--config.cmd", "/bin/sh",
+                     "--architecture", "amd64", "--os", "linux")
+    return layout
+
+
+def scenario_commit(bench):
+    """Commit a container with 200 MB of changes in 2,000 files."""
+    script = (f"mkdir /data && i=0 && while [ $i -lt {COMMIT_FILES} ]; do "
+              f"dd if=/dev/urandom of=/data/f$i bs={COMMIT_FILE_BYTES} count=1 2>/dev/null; "
+              f"i=$((i+1)); done")
+    minidocker, podman = bench.minidocker, bench.podman
+
+    def filled_minidocker_container(index):
+        name = f"mdbench-commit-{index}"
+        minidocker("run", "--name", name, "--network", "none", "busybox", "sh", "-c", script)
+        return name
+
+    def remove_minidocker_pair(name):
+        subprocess.run(minidocker.argv("rm", "-f", name), capture_output=True,
+                       env=minidocker.environment())
+        subprocess.run(minidocker.argv("rmi", f"{name}:committed"), capture_output=True,
+                       env=minidocker.environment())
+
+    rows = []
+    try:
+        if not bench.minidocker_setup:
+            minidocker.has("commit")
+        rows.append(bench.run_minidocker(
+            "minidocker commit", lambda name: minidocker("commit", name, f"{name}:committed"),
+            "commit", prepare=filled_minidocker_container, clean=remove_minidocker_pair))
+    except NotAvailable as reason:
+        rows.append(Row("minidocker commit", note=f"not available yet: {reason}"))
+    if not podman:
+        return rows + [Row("podman commit", note=bench.podman_setup)]
+
+    def filled_podman_container(index):
+        name = f"mdbench-commit-{index}"
+        command(podman.run_argv("--name", name, "--network=none", "localhost/busybox",
+                                "sh", "-c", script))
+        return name
+
+    def remove_podman_pair(name):
+        subprocess.run(podman.argv("rm", "--force", name), capture_output=True)
+        subprocess.run(podman.argv("rmi", "--force", f"localhost/{name}:committed"),
+                       capture_output=True)
+
+    rows.append(bench.run_podman(
+        "podman commit", lambda name: podman("commit", "--quiet", name, f"localhost/{name}:committed"),
+        "commit", prepare=filled_podman_container, clean=remove_podman_pair))
+    return rows
+
+
+def scenario_detached(bench):
+    """Start 50 detached containers; their monitors' memory; ``ps`` among them."""
+    rows = []
+    if bench.minidocker_setup:
+        rows += [Row(name, note=bench.minidocker_setup, kind=kind) for name, kind in
+                 (("minidocker run -d x50", "start"), ("minidocker monitor PSS", "memory"),
+                  ("minidocker ps", "ps"))]
+    else:
+        minidocker = bench.minidocker
+
+        def start(name):
+            minidocker("run", "-d", "--name", name, "--network", "none", "busybox", "sleep", "3600")
+
+        def pid_of(name):
+            return minidocker.inspect(name)["State"]["Pid"]
+
+        rows += detached_rows("minidocker", bench, start, pid_of,
+                              lambda: minidocker("ps"),
+                              lambda names: minidocker("rm", "-f", *names))
+    if not bench.podman:
+        rows += [Row(name, note=bench.podman_setup, kind=kind) for name, kind in
+                 (("podman run -d x50", "start"), ("podman conmon PSS", "memory"),
+                  ("podman ps", "ps"))]
+        return rows
+    podman = bench.podman
+
+    def podman_start(name):
+        command(podman.run_argv("-d", "--name", name, "--network=none", "localhost/busybox",
+                                "sleep", "3600"))
+
+    def podman_pid_of(name):
+        output = podman("inspect", "--format", "{{.State.Pid}}", name, stdout=subprocess.PIPE).stdout
+        return int(output)
+
+    rows += detached_rows("podman", bench, podman_start, podman_pid_of,
+                          lambda: podman("ps"),
+                          lambda names: podman("rm", "--force", "--time", "0", *names))
+    return rows
+
+
+def detached_rows(engine, bench, start, pid_of, list_containers, remove):
+    """Three rows for one engine: start 50 (total), PSS per container, ps."""
+    label = "monitor" if engine == "minidocker" else "conmon"
+    rounds, _ = bench.rounds("detached")
+    starts, memories, listings = [], [], []
+    try:
+        for round_number in range(rounds):
+            names = [f"mdbench-d{round_number}-{index}" for index in range(DETACHED_COUNT)]
+            try:
+                starts.append(time_one(lambda: [start(name) for name in names]))
+                memories += [keeper_memory(pid_of(name)) for name in names]
+                listings += time_rounds(lambda _: list_containers(), *bench.rounds("start"))
+            finally:
+                remove(names)
+    except Failed as reason:
+        return [Row(f"{engine} run -d x{DETACHED_COUNT}", note=f"failed: {reason}", kind="start"),
+                Row(f"{engine} {label} PSS", note=f"failed: {reason}", kind="memory"),
+                Row(f"{engine} ps", note=f"failed: {reason}", kind="ps")]
+    return [Row(f"{engine} run -d x{DETACHED_COUNT}", starts, kind="start",
+                note="--network none, one after another"),
+            Row(f"{engine} {label} PSS", unit="bytes", values=memories, kind="memory",
+                note="PSS of the host processes above each container's PID 1"),
+            Row(f"{engine} ps", listings, kind="ps", note=f"with {DETACHED_COUNT} running")]
+
+
+def keeper_memory(pid):
+    """Sum the PSS of the processes that keep a container alive above its PID 1.
+
+    They are PID 1's ancestors that started after this benchmark did:
+    minidocker's monitor, podman's conmon.  The walk stops at the first
+    older process (init, or a subreaper the machine already had).
+    """
+    import psutil
+    bench_started = psutil.Process().create_time()
+    total = 0
+    process = psutil.Process(pid).parent()
+    while process is not None and process.create_time() >= bench_started:
+        total += process.memory_full_info().pss
+        process = process.parent()
+    return total
+
+
+# -- the private world the run happens in -------------------------------------------
+
+def enter_private_mount_namespace(argv):
+    """Re-execute this script in a mount namespace of its own (see the module docstring)."""
+    if os.environ.get(PRIVATE_MARK) == "1":
+        return
+    environment = dict(os.environ, **{PRIVATE_MARK: "1"})
+    os.execvpe("unshare", ["unshare", "--mount", "--propagation", "private",
+                           sys.executable, os.path.abspath(__file__), *argv], environment)
+
+
+class HostState:
+    """What the peers may leave on the host outside the mount namespace, and its removal.
+
+    podman's netavark adds iptables chains (NETAVARK...) and cgroups
+    (libpod_parent) that outlive the containers; the runtime state
+    directories may have to be created as mount points.  Whatever was not
+    there before the run is removed after it.
+    """
+
+    def __init__(self):
+        self.created_directories = []
+        self.chains = netavark_chains()
+        self.cgroups = set(glob.glob("/sys/fs/cgroup/*/libpod_parent"))
+        self.links = set(os.listdir("/sys/class/net"))
+
+    def hide_runtime_state(self):
+        """Give each runtime state directory a fresh tmpfs; hide the empty cgroup2 tree."""
+        for directory in RUNTIME_STATE:
+            if not os.path.isdir(directory):
+                os.makedirs(directory)
+                self.created_directories.append(directory)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "mdbench", directory],
+                           check=True)
+        if is_hybrid_cgroup_host():
+            subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
+
+    def restore(self):
+        """Remove what the run added: chains, cgroups, links, directories."""
+        left = []
+        for table, chain in sorted(netavark_chains() - self.chains):
+            remove_chain(table, chain)
+        for path in sorted(set(glob.glob("/sys/fs/cgroup/*/libpod_parent")) - self.cgroups):
+            left += remove_cgroup_tree(path)
+        for link in sorted(set(os.listdir("/sys/class/net")) - self.links):
+            if link.startswith(("podman", "cni-podman")):
+                subprocess.run(["ip", "link", "delete", link], capture_output=True)
+        for directory in self.created_directories:
+            subprocess.run(["umount", directory], capture_output=True)
+            try:
+                os.rmdir(directory)
+            except OSError as error:
+                left.append(f"{directory}: {error.strerror}")
+        return left
+
+
+def is_hybrid_cgroup_host():
+    with open("/proc/self/mountinfo") as mountinfo:
+        kinds = {line.split(" - ")[1].split()[0]: line.split()[4] for line in mountinfo
+                 if line.split()[4].startswith("/sys/fs/cgroup")}
+    return "cgroup" in kinds and kinds.get("cgroup2") == "/sys/fs/cgroup/unified"
+
+
+def netavark_chains():
+    """Return {(table, chain)} of netavark's iptables chains."""
+    chains = set()
+    for table in ("filter", "nat"):
+        result = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True, text=True)
+        for line in result.stdout.splitlines():
+            words = line.split()
+            if words[:1] == ["-N"] and words[1].upper().startswith("NETAVARK"):
+                chains.add((table, words[1]))
+    return chains
+
+
+def remove_chain(table, chain):
+    """Delete every rule jumping to CHAIN, then the chain itself."""
+    rules = subprocess.run(["iptables", "-t", table, "-S"], capture_output=True,
+                           text=True).stdout.splitlines()
+    for rule in rules:
+        words = rule.split()
+        if words[:1] == ["-A"] and words[-2:] == ["-j", chain]:
+            subprocess.run(["iptables", "-t", table, "-D", *words[1:]], capture_output=True)
+    subprocess.run(["iptables", "-t", table, "-F", chain], capture_output=True)
+    subprocess.run(["iptables", "-t", table, "-X", chain], capture_output=True)
+
+
+def remove_cgroup_tree(path):
+    left = []
+    for directory, _, _ in sorted(os.walk(path), key=lambda entry: -len(entry[0])):
+        try:
+            os.rmdir(directory)
+        except OSError as error:
+            left.append(f"{directory}: {error.strerror}")
+    return left
+
+
+def unmount_under(path):
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo if line.split()[4].startswith(path)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+# -- the report ----------------------------------------------------------------------
+
+def machine():
+    """Describe where the numbers came from."""
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as meminfo:
+        memory = int(meminfo.readline().split()[1]) // 1024
+    distribution = "Linux"
+    if os.path.exists("/etc/os-release"):
+        with open("/etc/os-release") as release:
+            for line in release:
+                if line.startswith("PRETTY_NAME="):
+                    distribution = line.split("=", 1)[1].strip().strip('"')
+    versions = {}
+    for tool, argv in (("runc", ["runc", "--version"]), ("crun", ["crun", "--version"]),
+                       ("podman", ["podman", "--version"]), ("skopeo", ["skopeo", "--version"])):
+        if shutil.which(tool):
+            versions[tool] = subprocess.run(argv, capture_output=True, text=True).stdout.splitlines()[0]
+    return {"cpu": f"{cpu}, {os.cpu_count()} cores", "memory": f"{memory} MiB",
+            "kernel": platform.release(), "distribution": distribution,
+            "python": platform.python_version(), "tools": versions,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def format_value(row, value):
+    if row.unit == "bytes":
+        return f"{value / 1e6:.1f} MB"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def summary(row):
+    """(min, median, max, n) of a row's samples, whichever unit it has."""
+    samples = row.values if row.unit == "bytes" else row.seconds
+    if not samples:
+        return None
+    return min(samples), statistics.median(samples), max(samples), len(samples)
+
+
+def markdown(results, about):
+    lines = ["# minidocker benchmark results", "",
+             f"Machine: {about['cpu']}, {about['memory']}, kernel {about['kernel']}, "
+             f"{about['distribution']}, Python {about['python']}; "
+             + ", ".join(about["tools"].values()) + f". Run {about['date']}.", "",
+             "Every peer is timed the same way: untimed warm-up rounds, then timed rounds of one "
+             "command each (output to /dev/null). *ratio* is the peer's median divided by "
+             "minidocker's in the same scenario (above 1: minidocker is faster).", ""]
+    for scenario, rows in results.items():
+        lines += [f"## {scenario}", "", "| peer | min | median | max | rounds | ratio | note |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        references = {row.kind: summary(row) for row in rows
+                      if row.name.startswith("minidocker") and summary(row)}
+        for row in rows:
+            numbers = summary(row)
+            if numbers is None:
+                lines.append(f"| {row.name} | | | | | | {row.note} |")
+                continue
+            low, middle, high, count = numbers
+            reference = references.get(row.kind)
+            ratio = f"{middle / reference[1]:.2f}" if reference and reference[1] else ""
+            lines.append(f"| {row.name} | {format_value(row, low)} | {format_value(row, middle)} | "
+                         f"{format_value(row, high)} | {count} | {ratio} | {row.note} |")
+        lines.append("")
+    lines += ["## Targets (issue 9)", "", "| what | minidocker | peer | minidocker ÷ peer | target | met |",
+              "|---|---:|---:|---:|---:|---|"]
+    for what, ours, theirs, ratio, target, met in targets(results):
+        lines.append(f"| {what} | {ours} | {theirs} | {ratio} | {target} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def targets(results):
+    """Yield (what, ours, theirs, ratio, target, met) for every target of the issue."""
+    for scenario, what, ours_name, theirs_name, limit in TARGETS:
+        rows = {row.name: row for row in results.get(scenario, [])}
+        ours, theirs = rows.get(ours_name), rows.get(theirs_name)
+        if scenario not in results:
+            continue
+        if not (ours and theirs and ours.median() and theirs.median()):
+            missing = ours if not (ours and ours.median()) else theirs
+            yield (what, "", "", "", f"≤ {limit}x {theirs_name}",
+                   f"not measured ({missing.note if missing else 'no row'})")
+            continue
+        ratio = ours.median() / theirs.median()
+        yield (what, format_value(ours, ours.median()), format_value(theirs, theirs.median()),
+               f"{ratio:.2f}", f"≤ {limit}x {theirs_name}", "yes" if ratio <= limit else "**no**")
+    monitor = {row.name: row for row in results.get("detached", [])}.get("minidocker monitor PSS")
+    if monitor is not None:
+        if monitor.values:
+            middle = statistics.median(monitor.values)
+            yield ("monitor memory (PSS)", format_value(monitor, middle), "", "", "≤ 10 MB",
+                   "yes" if middle <= MONITOR_TARGET_BYTES else "**no**")
+        else:
+            yield ("monitor memory (PSS)", "", "", "", "≤ 10 MB", f"not measured ({monitor.note})")
+
+
+# -- the run -------------------------------------------------------------------------
+
+RUNNERS = {"start": scenario_start, "start-network": scenario_start_network,
+           "output": scenario_output, "pull": scenario_pull, "commit": scenario_commit,
+           "detached": scenario_detached}
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(description="Benchmark minidocker beside runc, crun and podman.")
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"which to run (default all): {', '.join(SCENARIOS)}")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every scenario's timed rounds (below 1 also drops warm-up)")
+    parser.add_argument("--results", default=os.path.join(REPO, "bench", "results"),
+                        help="where results.md and results.json go")
+    arguments = parser.parse_args(argv)
+    for scenario in arguments.scenarios:
+        if scenario not in SCENARIOS:
+            parser.error(f"no scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    return arguments
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if os.geteuid() != 0:
+        sys.exit("the benchmark starts containers: run it as root (sudo make bench)")
+    enter_private_mount_namespace(argv)
+    arguments = parse_arguments(argv)
+    chosen = arguments.scenarios or list(SCENARIOS)
+    state = HostState()
+    workdir = tempfile.mkdtemp(prefix="minidocker-bench-", dir="/tmp")
+    results = {}
+    try:
+        state.hide_runtime_state()
+        bench = Bench(workdir, arguments.scale)
+        try:
+            for scenario in chosen:
+                print(f"bench: {scenario} ...", file=sys.stderr, flush=True)
+                try:
+                    results[scenario] = RUNNERS[scenario](bench)
+                except NotAvailable as reason:
+                    results[scenario] = [Row("(scenario)", note=f"not available: {reason}")]
+        finally:
+            bench.close()
+    finally:
+        unmount_under(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+        left = state.restore()
+        for thing in left:
+            print(f"bench: could not remove {thing}", file=sys.stderr)
+    about = machine()
+    os.makedirs(arguments.results, exist_ok=True)
+    report = markdown(results, about)
+    with open(os.path.join(arguments.results, "results.md"), "w") as handle:
+        handle.write(report)
+    with open(os.path.join(arguments.results, "results.json"), "w") as handle:
+        json.dump({"machine": about, "scenarios": {name: [row.as_dict() for row in rows]
+                                                   for name, rows in results.items()}},
+                  handle, indent=2)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
