@@ -431,6 +431,7 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
         streams = {"stdout": os.pipe(), "stderr": os.pipe()}
         streams["stdin"] = os.pipe() if interactive else None
     handshake, child_handshake = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    rootfs.sealed_tools()  # held by the monitor: PID 1's last exec reaches them through it
     pid = namespace.fork_into_new_pid_namespace()
     if pid == 0:
         os.close(error_read)
@@ -616,6 +617,7 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
     pipe closes by itself (close-on-exec) once the command is running.
     """
     try:
+        restore_default_signals()
         config = container.config
         # Join before unsharing the cgroup namespace, whose root is the
         # group the process is in at that moment (cgroup_namespaces(7)).
@@ -665,6 +667,19 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
     except BaseException as error:  # an engine bug: say what it was
         os.write(error_pipe, f"125\t{type(error).__name__}: {error}".encode())
         os._exit(125)
+
+
+def restore_default_signals():
+    """Give the command the signal dispositions a freshly started program expects.
+
+    Python ignores SIGPIPE (and SIGXFSZ) in itself, and signal(7) says "A
+    child created via fork(2) inherits a copy of its parent's signal
+    dispositions.  During an execve(2), the dispositions of handled signals
+    are reset to the default; the dispositions of ignored signals are left
+    unchanged."  Left ignored, ``yes | head`` in a container would never end.
+    """
+    for number in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
+        signal.signal(number, signal.SIG_DFL)
 
 
 def bring_loopback_up():
@@ -1062,6 +1077,7 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
     rootfs.find_command(root, argv[0], environment.get("PATH", DEFAULT_PATH))
     terminal = rootfs.open_terminal(root, terminal_size or (24, 80)) if tty else None
     error_read, error_write = os.pipe()
+    rootfs.sealed_tools()  # held by this process until the child has passed them
     child = _fork_into_namespace_of(pid)
     if child == 0:
         os.close(error_read)
@@ -1076,6 +1092,7 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
         code, _, message = failure.decode(errors="replace").partition("\t")
         raise host.EngineError(message, exit_code=int(code))
     if detach:
+        _wait_until_past_sealed_tools(child)
         return 0
     if terminal:
         relay = logs.Relay(None, {terminal[0]: "stdout"}, container_input=terminal[0],
@@ -1088,6 +1105,25 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
+
+
+def _wait_until_past_sealed_tools(child, timeout=10.0):
+    """Wait until ``child`` runs the user's command, not one of our sealed tools.
+
+    Its ``setpriv`` execs ``nsenter`` through this process's
+    ``/proc/PID/fd``, so ``exec -d`` may return only once that has
+    happened.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not os.readlink(f"/proc/{child}/exe").startswith("/memfd:"):
+                return
+        except OSError:
+            return  # it has ended already
+        if os.waitpid(child, os.WNOHANG) != (0, 0):
+            return
+        time.sleep(0.001)
 
 
 def _fork_into_namespace_of(pid):
@@ -1115,6 +1151,7 @@ def _exec_process(container, argv, environment, workdir, ids, terminal, interact
     ``/proc/PID/root`` and does the last chroot itself.
     """
     try:
+        restore_default_signals()
         pid = container.state["Pid"]
         if detach:
             os.setsid()
