@@ -93,6 +93,8 @@ class Container:
         recorded = self.state.get("Status", "created")
         if recorded == "running" and not self.is_running():
             return "exited"
+        if recorded == "restarting" and not self.monitor_alive():
+            return "exited"  # the monitor that was to restart it is gone
         return recorded
 
 
@@ -176,6 +178,7 @@ def create(store, image_name, options):
     limits = resource_limits(options)
     limits.check()
     lifecycle = lifecycle_settings(options, mounts)
+    security = security_settings(options)
     driver = rootfs.choose_driver(options.get("storage_driver"))
     layers = source.layer_directories()
 
@@ -217,6 +220,7 @@ def create(store, image_name, options):
                 **networking["HostConfig"],
                 **limits.host_config(),
                 **lifecycle,
+                **security,
             },
             "Mounts": mounts,
             "NetworkingConfig": networking["NetworkingConfig"],
@@ -236,6 +240,50 @@ def create(store, image_name, options):
         remove_anonymous_volumes(mounts)
         raise
     return Container(os.path.join(directory, identifier))
+
+
+def security_settings(options):
+    """Check ``--cap-add/--cap-drop/--privileged/--security-opt/--tmpfs/--device``.
+
+    Returns the ``HostConfig`` keys Docker uses for them, and prints the
+    engine's warnings (such as the capability it cannot drop) once, here.
+    """
+    _, warnings = rootfs.capability_set(options.get("cap_add") or [],
+                                        options.get("cap_drop") or [],
+                                        bool(options.get("privileged")))
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    no_new_privileges = False
+    for option in options.get("security_opts") or []:
+        key, _, value = option.replace("=", ":", 1).partition(":")
+        if key == "no-new-privileges" and value in ("", "true", "false"):
+            no_new_privileges = value != "false"
+        elif option in ("seccomp=unconfined", "apparmor=unconfined", "label=disable",
+                        "label:disable"):
+            continue  # asks for less confinement than Docker's default: minidocker has none of it
+        else:
+            raise host.EngineError(f'invalid --security-opt: "{option}": minidocker knows '
+                                   "no-new-privileges[:true|false] only")
+    tmpfs = dict(rootfs.parse_tmpfs(spec) for spec in options.get("tmpfs") or [])
+    return {"CapAdd": list(options.get("cap_add") or []) or None,
+            "CapDrop": list(options.get("cap_drop") or []) or None,
+            "Privileged": bool(options.get("privileged")),
+            "SecurityOpt": (["no-new-privileges"] if no_new_privileges else None),
+            "Tmpfs": tmpfs,
+            "Devices": [rootfs.parse_device(spec) for spec in options.get("devices") or []]}
+
+
+def capabilities_of(container):
+    """The container's capability set, from its ``HostConfig``."""
+    host_config = container.config["HostConfig"]
+    chosen, _ = rootfs.capability_set(host_config.get("CapAdd") or [],
+                                      host_config.get("CapDrop") or [],
+                                      host_config.get("Privileged", False))
+    return chosen
+
+
+def no_new_privileges(container):
+    return "no-new-privileges" in (container.config["HostConfig"].get("SecurityOpt") or [])
 
 
 def lifecycle_settings(options, mounts):
@@ -639,7 +687,9 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
             container.directory, config["LayerDirectories"], config["Driver"],
             read_only=config["HostConfig"]["ReadonlyRootfs"], volumes=config["Mounts"],
             workdir=config["Config"]["WorkingDir"],
-            tty_size=(terminal_size or (24, 80)) if terminal_socket else None)
+            tty_size=(terminal_size or (24, 80)) if terminal_socket else None,
+            tmpfs=config["HostConfig"].get("Tmpfs"), devices=config["HostConfig"].get("Devices", []),
+            privileged=config["HostConfig"].get("Privileged", False))
         uid, gid, groups, home = resolve_user(merged, config["Config"]["User"])
         environment = dict(entry.partition("=")[::2] for entry in config["Config"]["Env"])
         environment.setdefault("HOSTNAME", config["Config"]["Hostname"])
@@ -660,7 +710,9 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         inside_workdir = rootfs.inside_path(merged, workdir)
         rootfs.switch_root(merged)
         rootfs.exec_command([config["Path"], *config["Args"]], environment,
-                            workdir=inside_workdir, uid=uid, gid=gid, groups=groups)
+                            workdir=inside_workdir, uid=uid, gid=gid, groups=groups,
+                            capabilities=capabilities_of(container),
+                            no_new_privileges=no_new_privileges(container))
     except host.EngineError as error:
         os.write(error_pipe, f"{error.exit_code}\t{error}".encode())
         os._exit(error.exit_code)
@@ -984,10 +1036,13 @@ def restart_while_the_policy_says(container, exit_code):
     while restart_is_due(refresh(container), exit_code):
         container.save_state(Status="restarting", Restarting=True,
                              RestartCount=container.state.get("RestartCount", 0) + 1)
-        time.sleep(delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not stop_was_requested(container):
+            time.sleep(0.05)  # short naps: a stop or rm must not wait out the delay
         delay = min(delay * 2, 60.0)
-        if stop_was_requested(container):
-            container.save_state(Status="exited", Restarting=False)
+        if stop_was_requested(container) or not os.path.isdir(container.directory):
+            if os.path.isdir(container.directory):
+                container.save_state(Status="exited", Restarting=False)
             break
         try:
             exit_code = start(container, attach=False)
@@ -1176,7 +1231,9 @@ def _exec_process(container, argv, environment, workdir, ids, terminal, interact
                 os.dup2(null, 1)
                 os.dup2(null, 2)
         uid, gid, groups = ids
-        rootfs.exec_command(argv, environment, workdir=workdir, uid=uid, gid=gid, groups=groups)
+        rootfs.exec_command(argv, environment, workdir=workdir, uid=uid, gid=gid, groups=groups,
+                            capabilities=capabilities_of(container),
+                            no_new_privileges=no_new_privileges(container))
     except host.EngineError as error:
         os.write(error_pipe, f"{error.exit_code}\t{error}".encode())
         os._exit(error.exit_code)
