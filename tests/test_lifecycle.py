@@ -226,6 +226,31 @@ def test_exec_joins_the_containers_namespaces(busybox, tmp_path):
     assert lines[3] != os.readlink("/proc/self/ns/net")
     capabilities = busybox.ok("exec", container_id[:6], "grep", "CapBnd", "/proc/self/status")
     assert capabilities.split()[1] == "00000000a80425fb"
+    # An exec'd process is in the same cgroups as PID 1, seen from the host.
+    assert busybox.run("exec", "-d", "target", "sleep", "30").returncode == 0
+    with open(f"/proc/{pid}/cgroup") as handle:
+        groups_of_pid_1 = handle.read()
+    assert "minidocker" in groups_of_pid_1
+    sleepers = [entry for entry in os.listdir("/proc") if entry.isdigit()
+                and _command_line(entry) == "sleep 30" and _parent_namespace(entry, pid)]
+    assert len(sleepers) == 1
+    with open(f"/proc/{sleepers[0]}/cgroup") as handle:
+        assert handle.read() == groups_of_pid_1
+
+
+def _command_line(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def _parent_namespace(pid, container_pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink(f"/proc/{container_pid}/ns/pid")
+    except OSError:
+        return False
 
 
 def test_exec_exit_status_user_workdir_env_and_stdin(busybox):
