@@ -231,10 +231,12 @@ def test_exec_joins_the_containers_namespaces(busybox, tmp_path):
     with open(f"/proc/{pid}/cgroup") as handle:
         groups_of_pid_1 = handle.read()
     assert "minidocker" in groups_of_pid_1
-    sleepers = [entry for entry in os.listdir("/proc") if entry.isdigit()
+    def sleepers():  # setpriv and nsenter exec on their way to sleep: wait for it
+        return [entry for entry in os.listdir("/proc") if entry.isdigit()
                 and _command_line(entry) == "sleep 30" and _parent_namespace(entry, pid)]
-    assert len(sleepers) == 1
-    with open(f"/proc/{sleepers[0]}/cgroup") as handle:
+
+    assert wait_for(lambda: len(sleepers()) == 1)
+    with open(f"/proc/{sleepers()[0]}/cgroup") as handle:
         assert handle.read() == groups_of_pid_1
 
 
