@@ -346,3 +346,12 @@ def test_the_command_starts_with_default_signal_dispositions(busybox):
     exec_id = busybox.ok("run", "-d", "busybox", "sleep", "100").strip()
     ignored = busybox.ok("exec", exec_id, "grep", "SigIgn", "/proc/self/status")
     assert ignored.split()[-1] == "0000000000000000"
+
+
+def test_attach_without_a_terminal_keeps_streams_apart_and_passes_stdin(busybox):
+    busybox.ok("run", "-di", "--name", "catter", "busybox", "sh", "-c",
+               "read line; echo \"out:$line\"; echo \"err:$line\" >&2; exit 6")
+    result = busybox.run("attach", "catter", input="typed\n", timeout=20)
+    assert (result.returncode, result.stdout, result.stderr) == (6, "out:typed\n", "err:typed\n")
+    refused = busybox.run("attach", "catter")
+    assert refused.returncode == 1 and "start it first" in refused.stderr
