@@ -40,6 +40,7 @@ The module has three parts, in the order the data flows:
 
 import json
 import os
+import selectors
 import struct
 import time
 
@@ -224,14 +225,11 @@ class Relay:
     """
 
     def __init__(self, log, outputs, container_input=None, terminal=None):
-        import selectors
-
         self.log = log
         self.outputs = dict(outputs)
         self.container_input = container_input
         self.terminal = terminal
         self.selector = selectors.DefaultSelector()
-        self.events = selectors
         self.echo = {}
         self.local_input = None
         self.close_input_at_end = False
@@ -250,7 +248,7 @@ class Relay:
         if stdin is not None and self.container_input is not None:
             self.local_input = stdin
             self.close_input_at_end = close_input_at_end
-            self.selector.register(stdin, self.events.EVENT_READ, "local input")
+            self.selector.register(stdin, selectors.EVENT_READ, "local input")
 
     def listen(self, path, bind_path=None):
         """Accept ``attach`` clients on a Unix socket at ``path``.
@@ -267,7 +265,7 @@ class Relay:
         self.socket_path = path
         os.chmod(path, 0o600)
         self.listener.listen(4)
-        self.selector.register(self.listener, self.events.EVENT_READ, "listener")
+        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
 
     def run(self):
         """Relay until every output stream has reached end of file.
@@ -278,9 +276,9 @@ class Relay:
         while self.outputs:
             for key, mask in self.selector.select():
                 role = key.data
-                if mask & self.events.EVENT_WRITE:
+                if mask & selectors.EVENT_WRITE:
                     self._flush_input()
-                if not mask & self.events.EVENT_READ:
+                if not mask & selectors.EVENT_READ:
                     continue
                 if role == "output":
                     self._from_container(key.fd)
@@ -367,8 +365,8 @@ class Relay:
             return
         self.waiting_to_write = wanted
         descriptor = self.container_input
-        events = (self.events.EVENT_READ if descriptor in self.outputs else 0) | \
-            (self.events.EVENT_WRITE if wanted else 0)
+        events = (selectors.EVENT_READ if descriptor in self.outputs else 0) | \
+            (selectors.EVENT_WRITE if wanted else 0)
         if descriptor in self.selector.get_map():
             if events:
                 self.selector.modify(descriptor, events, self.selector.get_key(descriptor).data)
@@ -401,7 +399,7 @@ class Relay:
     def _accept(self):
         client, _ = self.listener.accept()
         self.clients.add(client)
-        self.selector.register(client, self.events.EVENT_READ, "client")
+        self.selector.register(client, selectors.EVENT_READ, "client")
 
     def _from_client(self, client):
         try:
@@ -654,14 +652,15 @@ def attach(socket_path, tty, send_input=True, detach_keys=DETACH_KEYS):
                 except (EOFError, ConnectionResetError):
                     return False
             if 0 in ready:
-                data = os.read(0, 4096)
-                if not data:
+                typed = os.read(0, 4096)
+                data, matched, detached = _watch_for_detach(matched + typed, detach_keys)
+                try:
+                    if data or not typed:  # an empty frame says: end of input
+                        connection.sendall(FRAME.pack(STDIN, len(data)) + data)
+                except (BrokenPipeError, ConnectionResetError):
+                    typed = b""  # the monitor has gone: read what output is left
+                if not typed:
                     watched.remove(0)
-                    connection.sendall(FRAME.pack(STDIN, 0))
-                    continue
-                data, matched, detached = _watch_for_detach(matched + data, detach_keys)
-                if data:
-                    connection.sendall(FRAME.pack(STDIN, len(data)) + data)
                 if detached:
                     return True
     finally:
