@@ -46,6 +46,7 @@ import functools
 import os
 import re
 import signal
+import stat
 import time
 
 from minidocker import host
@@ -59,7 +60,18 @@ MINIMUM_MEMORY = 6 * 1024 * 1024
 CPU_PERIOD_MICROSECONDS = 100_000
 
 #: The v1 controllers a container is placed under.
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio")
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "cpuset", "pids", "freezer", "blkio", "devices")
+
+#: The devices a container may use, as devices.allow lines ("TYPE MAJOR:MINOR
+#: ACCESS"): Docker's default list.  Making any node is allowed ("m"), so an
+#: image can carry device files, but reading or writing one is not unless
+#: it is listed: a disk node made with mknod stays closed.
+DEFAULT_DEVICE_RULES = (
+    "c *:* m", "b *:* m",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  # null zero full random urandom
+    "c 5:0 rwm", "c 5:2 rwm", "c 136:* rwm",                          # tty, ptmx, the ptys
+    "c 10:200 rwm",                                                   # net/tun
+)
 
 #: The v2 controllers a container's parent switches on for its children.
 V2_CONTROLLERS = ("memory", "cpu", "cpuset", "pids", "io")
@@ -82,13 +94,15 @@ class Limits:
     """
 
     def __init__(self, memory=None, memory_swap=None, cpus=None, cpu_shares=None,
-                 cpuset_cpus=None, pids_limit=None):
+                 cpuset_cpus=None, pids_limit=None, devices=None):
         self.memory = memory
         self.memory_swap = memory_swap
         self.cpus = cpus
         self.cpu_shares = cpu_shares
         self.cpuset_cpus = cpuset_cpus
         self.pids_limit = pids_limit
+        #: devices.allow lines beyond the default list; ["a *:* rwm"] allows all
+        self.devices = devices
 
     def __repr__(self):
         given = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
@@ -169,7 +183,8 @@ class Limits:
                    cpus=host_config["NanoCpus"] / 1e9 if host_config.get("NanoCpus") else None,
                    cpu_shares=host_config.get("CpuShares") or None,
                    cpuset_cpus=host_config.get("CpusetCpus") or None,
-                   pids_limit=host_config.get("PidsLimit"))
+                   pids_limit=host_config.get("PidsLimit"),
+                   devices=device_rules(host_config))
 
     def needed_controllers(self):
         """Name the controllers these limits need, by their v1 names."""
@@ -185,6 +200,28 @@ class Limits:
         if self.pids_limit is not None:
             needed["pids"] = "--pids-limit"
         return needed
+
+
+def device_rules(host_config):
+    """The devices.allow lines for ``--privileged`` and each ``--device``.
+
+    A device is named by its host path; its type and numbers are read from
+    the host when the container starts, as Docker does.
+    """
+    if host_config.get("Privileged"):
+        return ["a *:* rwm"]
+    rules = []
+    for device in host_config.get("Devices") or []:
+        try:
+            info = os.stat(device["PathOnHost"])
+        except OSError as error:
+            raise host.EngineError(
+                "error gathering device information while adding custom device "
+                f"\"{device['PathOnHost']}\": {error.strerror.lower()}")
+        kind = "b" if stat.S_ISBLK(info.st_mode) else "c"
+        rules.append(f"{kind} {os.major(info.st_rdev)}:{os.minor(info.st_rdev)} "
+                     f"{device['CgroupPermissions']}")
+    return rules
 
 
 def parse_bytes(text):
@@ -540,7 +577,24 @@ class V1Driver:
         if limits.pids_limit is not None:
             _write(os.path.join(self.directory(name, "pids"), "pids.max"),
                    str(limits.pids_limit) if limits.pids_limit > 0 else "max")
+        devices = self.directory(name, "devices")
+        if devices:
+            self._allow_devices(devices, limits.devices or [])
+        elif limits.devices:
+            raise host.EngineError("--device and --privileged need the devices cgroup "
+                                   "controller, which this host does not mount")
         return warnings
+
+    def _allow_devices(self, directory, extra_rules):
+        # cgroup-v1/devices.rst: "echo a > /sys/fs/cgroup/1/devices.deny
+        # will remove the 'a *:* rwm' entry" a new group inherits; then each
+        # allowed device is added back.
+        if extra_rules == ["a *:* rwm"]:
+            _write(os.path.join(directory, "devices.allow"), "a")
+            return
+        _write(os.path.join(directory, "devices.deny"), "a")
+        for rule in (*DEFAULT_DEVICE_RULES, *extra_rules):
+            _write(os.path.join(directory, "devices.allow"), rule)
 
     def oom_kills(self, name):
         """How many processes of the group the OOM killer has killed."""
@@ -674,6 +728,11 @@ class V2Driver:
         if limits.pids_limit is not None:
             _write(os.path.join(directory, "pids.max"),
                    str(limits.pids_limit) if limits.pids_limit > 0 else "max")
+        if limits.devices and limits.devices != ["a *:* rwm"]:
+            warnings.append(
+                "cgroup v2 has no devices files: device access is checked by a BPF program "
+                "(BPF_CGROUP_DEVICE) that minidocker cannot load without ctypes, so --device "
+                "adds the node but no device access is restricted on this host")
         return warnings
 
     def oom_kills(self, name):

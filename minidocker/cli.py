@@ -169,6 +169,16 @@ def add_create_options(parser):
     parser.add_argument("-c", "--cpu-shares", type=int, help="relative CPU weight (default 1024)")
     parser.add_argument("--cpuset-cpus", help="CPUs the container may run on (e.g. 0-1,3)")
     parser.add_argument("--pids-limit", type=int, help="most processes at once (-1 for unlimited)")
+    parser.add_argument("--cap-add", action="append", default=[], help="add a capability (or ALL)")
+    parser.add_argument("--cap-drop", action="append", default=[], help="drop a capability (or ALL)")
+    parser.add_argument("--privileged", action="store_true",
+                        help="every capability and device, nothing masked")
+    parser.add_argument("--security-opt", dest="security_opts", action="append", default=[],
+                        help="no-new-privileges[:true|false]")
+    parser.add_argument("--tmpfs", action="append", default=[],
+                        help="mount a tmpfs: PATH[:OPTIONS] (works with --read-only)")
+    parser.add_argument("--device", dest="devices", action="append", default=[],
+                        help="give a host device: HOST[:CONTAINER[:PERMISSIONS]]")
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -234,7 +244,8 @@ def create_options(arguments):
         "interactive", "tty", "entrypoint", "network", "auto_remove", "command",
         "publish", "publish_all", "ip", "network_aliases", "add_hosts", "dns",
         "restart", "log_opts",
-        "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit")}
+        "memory", "memory_swap", "cpus", "cpu_shares", "cpuset_cpus", "pids_limit",
+        "cap_add", "cap_drop", "privileged", "security_opts", "tmpfs", "devices")}
 
 
 def new_container(arguments):

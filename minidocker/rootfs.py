@@ -23,6 +23,7 @@ order of :func:`build`.
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,6 +39,73 @@ DEFAULT_CAPABILITIES = (
     "setpcap", "net_bind_service", "net_raw", "sys_chroot", "mknod",
     "audit_write", "setfcap",
 )
+
+#: Every capability by its number (linux/capability.h), as setpriv names them.
+ALL_CAPABILITIES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid",
+    "setuid", "setpcap", "linux_immutable", "net_bind_service", "net_broadcast",
+    "net_admin", "net_raw", "ipc_lock", "ipc_owner", "sys_module", "sys_rawio",
+    "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+    "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write",
+    "audit_control", "setfcap", "mac_override", "mac_admin", "syslog", "wake_alarm",
+    "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+)
+
+
+def kernel_capabilities():
+    """The capabilities this kernel knows (``/proc/sys/kernel/cap_last_cap``)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            last = int(handle.read())
+    except OSError:
+        last = len(ALL_CAPABILITIES) - 1
+    return ALL_CAPABILITIES[:last + 1]
+
+
+def capability_name(text, flag):
+    """Turn ``CAP_NET_ADMIN``, ``NET_ADMIN`` or ``net_admin`` into ``net_admin``."""
+    name = text.strip().lower()
+    name = name[4:] if name.startswith("cap_") else name
+    if name != "all" and name not in ALL_CAPABILITIES:
+        raise host.EngineError(f'invalid {flag}: unknown capability: "{text}"')
+    return name
+
+
+def capability_set(add=(), drop=(), privileged=False):
+    """Return ``(capabilities, warnings)`` for ``--cap-add``, ``--cap-drop``, ``--privileged``.
+
+    Docker's rules: ``--privileged`` gives every capability; ``--cap-add
+    ALL`` gives every one not dropped; ``--cap-drop ALL`` keeps only those
+    added; otherwise the default set loses the dropped ones and gains the
+    added ones.
+
+    One capability cannot go: the last exec chain is setpriv, then nsenter,
+    and nsenter needs CAP_SYS_CHROOT for the chroot *after* setpriv has
+    limited the bounding set.  Nothing from the host can run after that
+    chroot (its dynamic loader is not in the container), and raising the
+    capability through the inheritable set instead would pass it to the
+    command too (capabilities(7), for root: "P'(permitted) = P(inheritable)
+    | P(bounding)").  So it stays, and the user is told.
+    """
+    add = [capability_name(text, "CapAdd") for text in add]
+    drop = [capability_name(text, "CapDrop") for text in drop]
+    known = kernel_capabilities()
+    if privileged or "all" in add:
+        chosen = [name for name in known if privileged or name not in drop]
+    elif "all" in drop:
+        chosen = [name for name in known if name in add]
+    else:
+        chosen = [name for name in DEFAULT_CAPABILITIES if name not in drop]
+        chosen += [name for name in known if name in add and name not in chosen]
+    warnings = []
+    if "sys_chroot" not in chosen:
+        chosen.append("sys_chroot")
+        warnings.append("minidocker keeps CAP_SYS_CHROOT: nsenter needs it for the last chroot, "
+                        "after setpriv has limited the others (chapter 3, What can go wrong)")
+    unknown = [name for name in add if name != "all" and name not in known]
+    if unknown:
+        warnings.append(f"this kernel does not know {', '.join(unknown)}: not added")
+    return chosen, warnings
 
 #: Paths Docker hides from the container (files get /dev/null, directories
 #: an empty read-only tmpfs).  Only those that exist on this kernel are
@@ -204,8 +272,13 @@ def remove(directory):
 # -- in the child: build the container's mount table ---------------------
 
 def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/",
-          tty_size=None):
+          tty_size=None, tmpfs=None, devices=(), privileged=False):
     """Mount everything the container needs under ``directory``/merged.
+
+    ``tmpfs`` maps container paths to tmpfs options (``--tmpfs``), which
+    stay writable under ``read_only``; ``devices`` are ``--device`` entries
+    whose nodes are made in the container's /dev; ``privileged`` leaves
+    /sys writable and nothing masked.
 
     Returns ``(merged, workdir, pty_master)``: the root, the workdir
     resolved inside it, and, when ``tty_size`` is given, the master side of
@@ -219,12 +292,17 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
     host.run(["mount", "--make-rprivate", "/"], 3)
     mount_root(directory, layers, driver)
     target_of = prepare_mount_points(merged, volumes)
+    tmpfs_targets = {path: resolve(merged, path, create="directory") for path in tmpfs or {}}
     workdir_path = resolve(merged, workdir, create="directory")
     fstab = os.path.join(directory, "fstab")
     with open(fstab, "w") as table:
-        table.write(mount_table(directory, merged, volumes, target_of))
+        table.write(mount_table(directory, merged, volumes, target_of, privileged=privileged))
+        for path, options in (tmpfs or {}).items():
+            table.write(f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n")
     host.run(["mount", "--all", "--fstab", fstab], 3)
     make_devices(os.path.join(merged, "dev"))
+    for device in devices:
+        make_device_node(merged, device)
     if read_only:
         host.run(["mount", "-o", "remount,bind,ro", merged], 3)
     pty_master = open_terminal(merged, tty_size) if tty_size else None
@@ -263,7 +341,7 @@ def prepare_mount_points(merged, volumes):
     return targets
 
 
-def mount_table(directory, merged, volumes, target_of):
+def mount_table(directory, merged, volumes, target_of, privileged=False):
     """Return the container's mounts as an fstab, in the order they must happen.
 
     One ``mount --all --fstab`` call does them all: one exec instead of one
@@ -282,13 +360,16 @@ def mount_table(directory, merged, volumes, target_of):
         line("shm", inside("/dev/shm"), "tmpfs",
              "nosuid,nodev,noexec,mode=1777,size=65536k,X-mount.mkdir"),
         line("mqueue", inside("/dev/mqueue"), "mqueue", "nosuid,nodev,noexec,X-mount.mkdir"),
-        line("sysfs", inside("/sys"), "sysfs", "ro,nosuid,nodev,noexec"),
+        line("sysfs", inside("/sys"), "sysfs",
+             "rw,nosuid,nodev,noexec" if privileged else "ro,nosuid,nodev,noexec"),
     ]
     for name in NETWORK_FILES:
         table.append(line(os.path.join(directory, name), inside(f"/etc/{name}"), "none", "bind"))
     for volume in volumes:
         options = "bind,ro" if volume.get("ReadOnly") else "bind"
         table.append(line(volume["Source"], target_of[volume["Destination"]], "none", options))
+    if privileged:
+        return "".join(table)  # Docker's --privileged masks nothing and protects nothing
     for path in MASKED_PATHS:
         if os.path.isdir(path):
             table.append(line("tmpfs", inside(path), "tmpfs", "ro,size=0k"))
@@ -315,6 +396,76 @@ def make_devices(dev):
         os.chmod(path, 0o666)
     for name, target in DEVICE_LINKS:
         os.symlink(target, os.path.join(dev, name))
+
+
+def make_device_node(merged, device):
+    """Make a ``--device`` node inside the container, a copy of the host's.
+
+    Only the node is copied (type, numbers, mode, owner); whether the
+    container may open it is the devices cgroup's decision (chapter 2).
+    """
+    info = os.stat(device["PathOnHost"])
+    parent = resolve(merged, os.path.dirname(device["PathInContainer"]), create="directory")
+    path = os.path.join(parent, os.path.basename(device["PathInContainer"]))
+    remove_path(path)
+    kind = stat.S_IFBLK if stat.S_ISBLK(info.st_mode) else stat.S_IFCHR
+    host.make_node(path, kind | stat.S_IMODE(info.st_mode), os.major(info.st_rdev),
+                   os.minor(info.st_rdev), 3)
+    os.chmod(path, stat.S_IMODE(info.st_mode))
+    os.chown(path, info.st_uid, info.st_gid)
+
+
+def parse_tmpfs(spec):
+    """Parse ``--tmpfs PATH[:OPTIONS]``; return ``(path, mount options)``.
+
+    Docker mounts it ``noexec,nosuid,nodev`` unless the options say
+    otherwise.  Only tmpfs(5)'s own options and the generic mount flags
+    are taken: the options go into an fstab line, and anything else
+    (another source, a bind) has no business there.
+    """
+    path, _, given = spec.partition(":")
+    if not path.startswith("/") or os.path.normpath(path) == "/":
+        raise host.EngineError(f"invalid mount path for tmpfs: '{path}': "
+                               "it must be an absolute path other than /")
+    options = ["noexec", "nosuid", "nodev"]
+    for option in filter(None, given.split(",")):
+        key, _, value = option.partition("=")
+        if key not in TMPFS_OPTIONS or not re.fullmatch(r"[A-Za-z0-9%.:_-]*", value) \
+                or ("=" in option) != (key in TMPFS_VALUED_OPTIONS):
+            raise host.EngineError(f"invalid tmpfs option '{option}' in '{spec}'")
+        options.append(option)
+    return os.path.normpath(path), ",".join(options)
+
+
+TMPFS_VALUED_OPTIONS = ("size", "nr_blocks", "nr_inodes", "mode", "uid", "gid", "huge", "mpol")
+TMPFS_OPTIONS = TMPFS_VALUED_OPTIONS + (
+    "rw", "ro", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime",
+    "relatime", "norelatime", "strictatime", "nodiratime", "sync", "async", "dirsync")
+
+
+def parse_device(spec):
+    """Parse ``--device HOST[:CONTAINER][:PERMISSIONS]`` into Docker's ``Devices`` entry."""
+    parts = spec.split(":")
+    if len(parts) == 2 and parts[1] and set(parts[1]) <= set("rwm"):
+        parts = [parts[0], parts[0], parts[1]]
+    if not 1 <= len(parts) <= 3 or not parts[0]:
+        raise host.EngineError(f"invalid device specification: {spec}")
+    source = parts[0]
+    target = parts[1] if len(parts) > 1 and parts[1] else source
+    permissions = parts[2] if len(parts) > 2 else "rwm"
+    if not permissions or not set(permissions) <= set("rwm"):
+        raise host.EngineError(f"invalid device permissions '{permissions}' in {spec}: use r, w, m")
+    if not source.startswith("/") or not target.startswith("/") or "\0" in spec:
+        raise host.EngineError(f"invalid device specification: {spec}: paths must be absolute")
+    try:
+        info = os.stat(source)
+    except OSError as error:
+        raise host.EngineError("error gathering device information while adding custom device "
+                               f"\"{source}\": {error.strerror.lower()}")
+    if not (stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode)):
+        raise host.EngineError(f"{source} is not a device node")
+    return {"PathOnHost": source, "PathInContainer": os.path.normpath(target),
+            "CgroupPermissions": permissions}
 
 
 def open_terminal(merged, size):
@@ -444,14 +595,29 @@ def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities
     its real user ID".  So setpriv gives nsenter a real UID that is not 0
     (the user's, or nobody's for root) while the effective one stays 0,
     and nsenter's ``--setuid`` sets all of them after the chroot.
+
+    Putting the IDs right needs CAP_SETUID in the bounding set (setuid(2):
+    without it only the effective ID changes).  Without it, a different
+    effective *group* does the same job, put right by nsenter's
+    ``--setgid``, which also clears the supplementary groups, so it serves
+    only a user who has none.  With neither, nsenter stays dumpable, and
+    the trace says so.
     """
-    chain = ["setpriv", "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities),
-             f"--ruid={uid or NOBODY}", "--euid=0", f"--regid={gid}"]
+    chain = ["setpriv", "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities)]
+    identity = [f"--setuid={uid}"]
+    if "setuid" in capabilities:
+        chain += [f"--ruid={uid or NOBODY}", "--euid=0", f"--regid={gid}"]
+    elif "setgid" in capabilities and not groups:
+        chain += [f"--rgid={gid}", f"--egid={gid + 1 if gid < NOBODY else gid - 1}"]
+        identity.append(f"--setgid={gid}")
+    else:
+        chain.append(f"--regid={gid}")
+        host.narrate(3, "without CAP_SETUID and CAP_SETGID nsenter cannot be made non-dumpable")
     chain.append("--groups=" + ",".join(map(str, groups)) if groups else "--clear-groups")
     if no_new_privileges:
         chain.append("--no-new-privs")
     chain += ["--", tools["nsenter"].path_for_others, "--root=.", "--wd=." + workdir,
-              f"--setuid={uid}", "--", *argv]
+              *identity, "--", *argv]
     return chain
 
 
