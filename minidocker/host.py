@@ -214,10 +214,17 @@ def write_atomically(path, data):
     temporary = f"{path}.tmp{os.getpid()}"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(descriptor, data)
+        # write(2) "may write fewer bytes than requested" (on a nearly full
+        # filesystem, say); the next call then reports why.
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view):]
         os.fsync(descriptor)
-    finally:
+    except BaseException:
         os.close(descriptor)
+        os.unlink(temporary)
+        raise
+    os.close(descriptor)
     os.rename(temporary, path)
 
 

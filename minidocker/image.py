@@ -196,6 +196,8 @@ class Store:
         if expected_digest and digest != expected_digest:
             os.unlink(temporary_path)
             raise host.EngineError(f"digest mismatch: expected {expected_digest}, got {digest}")
+        with open(temporary_path, "rb") as blob:
+            os.fsync(blob.fileno())  # durable before it is visible under its digest
         os.chmod(temporary_path, 0o644)
         os.rename(temporary_path, self.blob_path(digest))
         return digest
@@ -203,9 +205,25 @@ class Store:
     def temporary_file(self):
         """A temporary file inside the store, renamed into place when verified."""
         self.ensure()
-        descriptor, path = tempfile.mkstemp(dir=self.blobs, prefix=".incoming-")
+        self.remove_abandoned_temporaries()
+        descriptor, path = tempfile.mkstemp(dir=self.blobs, prefix=f".incoming-{os.getpid()}-")
         os.close(descriptor)
         return path
+
+    def remove_abandoned_temporaries(self):
+        """Remove downloads and unpackings left by a command that was killed.
+
+        Each temporary name carries its maker's PID; one whose maker is gone
+        will never be finished (a new pull starts that blob again).
+        """
+        for directory, prefix in ((self.blobs, ".incoming-"), (self.layers, ".unpack-")):
+            for name in os.listdir(directory) if os.path.isdir(directory) else []:
+                maker = name.removeprefix(prefix).split("-")[0]
+                if name.startswith(prefix) and maker.isdigit() \
+                        and not os.path.exists(f"/proc/{maker}"):
+                    host.narrate(4, f"remove {name}, left by a killed command")
+                    path = os.path.join(directory, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
 
     # the index
 
@@ -326,7 +344,7 @@ class Store:
         with host.locked(target + ".lock"):
             if os.path.isdir(target):
                 return target
-            staging = tempfile.mkdtemp(dir=self.layers, prefix=".unpack-")
+            staging = tempfile.mkdtemp(dir=self.layers, prefix=f".unpack-{os.getpid()}-")
             try:
                 host.narrate(4, f"unpack layer {diff_id[:19]} into {target}")
                 with open(self.blob_path(blob_digest), "rb") as blob:
