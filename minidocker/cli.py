@@ -8,6 +8,7 @@ invoked, 127 when it cannot be found.
 """
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -232,6 +233,15 @@ def main(argv=None):
     except host.EngineError as error:
         print(f"minidocker: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every writer undoes its half-made work on the way out (temporary
+        # files, drafts, downloads), so the store is as it was.
+        print(f"minidocker: no space left on the device of the engine root "
+              f"{host.engine_root()}: nothing was changed; free some space and try again",
+              file=sys.stderr)
+        return 125
     except KeyboardInterrupt:
         return 130
 
