@@ -517,26 +517,42 @@ def command_inspect(arguments):
 
 def command_logs(arguments):
     """``logs``: the container's output from its json-file log, each stream to its own."""
+    import itertools
+
     from minidocker import container, logs
 
     record = container.find(arguments.container)
     since = logs.parse_time_argument(arguments.since) if arguments.since else None
     until = logs.parse_time_argument(arguments.until) if arguments.until else None
-    if arguments.tail in ("all", "-1"):
-        batches = logs.read_entries(record.log_path)
-    elif arguments.tail.isdigit():
-        batches = [logs.tail_entries(record.log_path, int(arguments.tail))]
-    else:
+    if arguments.tail not in ("all", "-1") and not arguments.tail.isdigit():
         raise host.EngineError(f"invalid value for tail: {arguments.tail!r}")
+    whole = arguments.tail in ("all", "-1")
+
+    def still_running():
+        container.refresh(record)
+        return record.monitor_alive()
+
+    if whole and arguments.follow:
+        batches = logs.follow(record.log_path, still_running)
+    elif whole:
+        batches = logs.read_entries(record.log_path)
+    else:
+        # Take the tail up to where the current file ends now; a follower
+        # goes on from that very offset, so no line is lost or repeated.
+        try:
+            handle = open(record.log_path, "rb")
+        except FileNotFoundError:
+            handle = None
+        end = os.fstat(handle.fileno()).st_size if handle else 0
+        batches = [logs.tail_entries(record.log_path, int(arguments.tail), end_of_current=end)]
+        if arguments.follow:
+            if handle:
+                handle.seek(end)
+            batches = itertools.chain(batches, logs.follow(record.log_path, still_running, handle))
+        elif handle:
+            handle.close()
     for entries in batches:
         write_log_entries(entries, arguments.timestamps, since, until)
-    if arguments.follow:
-        def still_running():
-            container.refresh(record)
-            return record.monitor_alive()
-
-        for entries in logs.follow(record.log_path, still_running, start_at_end=True):
-            write_log_entries(entries, arguments.timestamps, since, until)
     return 0
 
 

@@ -513,8 +513,12 @@ def read_entries(path, block_size=1 << 20):
                 yield parse_lines(chunk[:end], name)
 
 
-def tail_entries(path, count, block_size=1 << 16):
-    """Return the last ``count`` entries, reading the files from their ends."""
+def tail_entries(path, count, end_of_current=None, block_size=1 << 16):
+    """Return the last ``count`` entries, reading the files from their ends.
+
+    ``end_of_current`` stops the current file at that offset, so that a
+    follower can go on from exactly there.
+    """
     lines = []
     for name in reversed(log_files(path)):
         try:
@@ -523,6 +527,8 @@ def tail_entries(path, count, block_size=1 << 16):
             continue
         with handle:
             position = handle.seek(0, os.SEEK_END)
+            if name == path and end_of_current is not None:
+                position = min(position, end_of_current)
             rest = b""
             while position > 0 and len(lines) <= count:
                 step = min(block_size, position)
@@ -540,19 +546,18 @@ def tail_entries(path, count, block_size=1 << 16):
     return parse_lines(b"\n".join(chosen), path)
 
 
-def follow(path, still_running, start_at_end=False, poll_interval=0.05):
+def follow(path, still_running, handle=None, poll_interval=0.05):
     """Yield lists of entries as they are written, until the container ends.
 
-    Like ``tail -F``: when the monitor rotates the file, the old one is read
-    to its end before the new one is opened.  ``still_running`` is asked
-    whenever no new data has come; once it says no, what is left is read
-    and the generator ends.
+    Reading starts at the beginning of the oldest file, or wherever the
+    open ``handle`` stands.  Like ``tail -F``: when the monitor rotates the
+    file, the old one is read to its end before the next one is opened.
+    ``still_running`` is asked whenever no new data has come; once it says
+    no, what is left is read and the generator ends.
     """
-    handle = _open_when_present(path, still_running)
+    handle = handle or _open_oldest(path, still_running, poll_interval)
     if handle is None:
         return
-    if start_at_end:
-        handle.seek(0, os.SEEK_END)
     rest = b""
     try:
         while True:
@@ -581,14 +586,17 @@ def follow(path, still_running, start_at_end=False, poll_interval=0.05):
         handle.close()
 
 
-def _open_when_present(path, still_running, poll_interval=0.05):
+def _open_oldest(path, still_running, poll_interval):
+    """Open the oldest file of the log, waiting for the monitor to make one."""
     while True:
-        try:
-            return open(path, "rb")
-        except FileNotFoundError:
-            if not still_running():
-                return None
-            time.sleep(poll_interval)
+        for name in log_files(path):
+            try:
+                return open(name, "rb")
+            except FileNotFoundError:  # rotated away meanwhile
+                continue
+        if not still_running():
+            return None
+        time.sleep(poll_interval)
 
 
 def _files_after(path, inode):
