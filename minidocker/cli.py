@@ -1285,10 +1285,29 @@ def command_exec(arguments):
 def command_container_prune(arguments):
     from minidocker import container
 
+    sizes = {record.id: disk_usage(record.directory) for record in container.all_containers()}
     removed = container.prune()
-    print("Deleted Containers:" if removed else "", *removed, sep="\n")
-    print("Total reclaimed space: 0B")
+    print_pruned("Deleted Containers:", removed, sum(sizes[identifier] for identifier in removed))
     return 0
+
+
+def print_pruned(title, removed, size):
+    """Docker's prune report: what went, then the space it freed."""
+    if removed:
+        print(title, *removed, "", sep="\n")
+    print(f"Total reclaimed space: {human_size(size)}")
+
+
+def disk_usage(directory):
+    """Bytes used by the files under ``directory`` (not following links)."""
+    total = 0
+    for current, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(current, name)).st_size
+            except FileNotFoundError:
+                continue
+    return total
 
 
 def command_volume_create(arguments):
@@ -1351,13 +1370,13 @@ def command_volume_rm(arguments):
 def command_volume_prune(arguments):
     from minidocker import container, volume
 
-    removed = []
+    removed, size = [], 0
     for found in volume.all_volumes():
         if (arguments.all or found.anonymous) and not container.volume_users(found.name):
+            size += disk_usage(found.data)
             volume.remove(found)
             removed.append(found.name)
-    print("Deleted Volumes:" if removed else "", *removed, sep="\n")
-    print("Total reclaimed space: 0B")
+    print_pruned("Deleted Volumes:", removed, size)
     return 0
 
 
