@@ -49,7 +49,7 @@ def busybox_tar(tmp_path_factory):
 @pytest.fixture
 def engine():
     """A fresh engine root for one test; fails the test if it leaks mounts."""
-    root = tempfile.mkdtemp(prefix="minidocker-test-", dir="/tmp")
+    root = tempfile.mkdtemp(prefix=leaks.TEMP_ROOT_PREFIX, dir="/tmp")
     engine = Engine(root)
     yield engine
     ids = engine.run("ps", "-aq").stdout.split()

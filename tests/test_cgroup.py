@@ -542,7 +542,8 @@ def test_v2_driver_inside_a_cgroup2_kernel():
     command = (f"{sys.executable} -m pytest -q -p no:cacheprovider "
                f"tests/test_cgroup.py::TestCgroupApi --junitxml=$RESULTS/junit.xml")
     result = qemu_v2.run_in_guest(command, repository,
-                                  {"MINIDOCKER_EXPECT_CGROUP_VERSION": "2"}, timeout=240)
+                                  {"MINIDOCKER_EXPECT_CGROUP_VERSION": "2",
+                                       "MINIDOCKER_TEST_ROOT_PREFIX": "minidocker-vmtest-"}, timeout=240)
     report = f"guest output:\n{result.output}\nconsole tail:\n{result.console[-2000:]}"
     assert result.status == 0, report
     expected = len([name for name in dir(TestCgroupApi) if name.startswith("test_")])
