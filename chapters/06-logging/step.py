@@ -21,7 +21,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from minidocker import host, logs, namespace  # noqa: E402  (after the path line above)
 
-SCRIPT = "echo hello; echo oops >&2; for i in 1 2 3 4 5; do echo line $i; done; printf 'no newline'"
+# stderr first, then a pause: two pipes have no order between them, and the
+# pause makes this step print the same every time.
+SCRIPT = "echo oops >&2; sleep 0.2; echo hello; for i in 1 2 3 4 5; do echo line $i; done; " \
+         "printf 'no newline'"
 
 
 def monitor(directory):
