@@ -3,6 +3,7 @@
 import concurrent.futures
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -355,3 +356,34 @@ def test_attach_without_a_terminal_keeps_streams_apart_and_passes_stdin(busybox)
     assert (result.returncode, result.stdout, result.stderr) == (6, "out:typed\n", "err:typed\n")
     refused = busybox.run("attach", "catter")
     assert refused.returncode == 1 and "start it first" in refused.stderr
+
+
+def test_a_resized_window_resizes_the_containers_terminal(busybox):
+    import fcntl
+    import struct
+    import termios
+
+    session = Session(busybox.command("run", "-it", "--rm", "busybox", "sh"),
+                      busybox.environment(), rows=33, columns=111)
+    session.read_until(b"# ")
+    session.wait_for_raw_mode()
+    # The kernel sends SIGWINCH to the terminal's foreground process: the monitor.
+    fcntl.ioctl(session.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    time.sleep(0.3)
+    session.type(b"stty size\r")
+    session.read_until(b"40 100")
+    session.type(b"exit\r")
+    assert session.wait() == 0
+
+
+def test_the_monitor_outlives_the_terminal_it_was_started_from(busybox):
+    # A monitor still in the terminal's session would get its SIGHUP and pass
+    # it on to PID 1, which would then exit 1.
+    command = busybox.command("run", "-d", "--name", "survivor", "busybox", "sh", "-c",
+                              "trap 'exit 1' HUP; while true; do sleep 0.1; done")
+    session = Session(["sh", "-c", shlex.join(command) + "; echo started; sleep 100"],
+                      busybox.environment())
+    session.read_until(b"started")
+    session.wait(timeout=0.5)  # kills the shell and closes the terminal: a hangup for its session
+    time.sleep(0.5)
+    assert state(busybox, "survivor")["Running"] is True
