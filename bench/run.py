@@ -669,6 +669,10 @@ class HostState:
             subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "mdbench", directory],
                            check=True)
         if is_hybrid_cgroup_host():
+            # Unmounted here only, so no engine in this run can leave a
+            # cgroup in the host's cgroup2 tree either.  (A tmpfs on top
+            # does not do: mountinfo still lists the cgroup2 mount under it,
+            # and crun and minidocker then look for it and fail.)
             subprocess.run(["umount", "/sys/fs/cgroup/unified"], check=True)
 
     def restore(self):
