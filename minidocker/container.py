@@ -996,13 +996,15 @@ def prepare_to_start(container):
 
 
 def wait(container, poll_interval=0.02):
-    """Block until the container has ended; return its exit code (``wait``)."""
+    """Block until the container has ended; return its exit code (``wait``).
+
+    The end counts once the monitor has recorded it, or once no monitor is
+    left to record it.
+    """
     while True:
-        refresh(container)
-        status = container.status()
-        if status in ("exited", "created", "removed", "dead") and not container.monitor_alive():
+        if refresh(container).state.get("Status") in ("exited", "created", "removed"):
             break
-        if status == "exited" and container.state.get("Status") == "exited":
+        if not container.monitor_alive() and not container.is_running():
             break
         time.sleep(poll_interval)
     settle_abandoned(container)
