@@ -952,21 +952,21 @@ def stop(container, timeout=10):
     containers take exactly ten seconds to stop.
     """
     request_stop(container)
-    if not container.is_running():
-        return
-    try:
-        kill(container, signal.SIGTERM)
-    except host.EngineError:
-        return  # it ended by itself meanwhile
-    if not wait_until_stopped(container, timeout):
+    if container.is_running() and not _signal_and_wait(container, signal.SIGTERM, timeout):
         host.narrate(6, f"{container.id[:12]} ignored SIGTERM for {timeout}s: SIGKILL")
-        try:
-            kill(container, signal.SIGKILL)
-        except host.EngineError:
-            pass
-        wait_until_stopped(container, 30)
+        _signal_and_wait(container, signal.SIGKILL, 30)
+    # The monitor records the end (or, restarting, sees the request and gives up).
     wait_for_monitor(container)
     settle_abandoned(container)
+
+
+def _signal_and_wait(container, signal_number, timeout):
+    """Signal PID 1 and wait for it to end; say whether it did."""
+    try:
+        kill(container, signal_number)
+    except host.EngineError:  # "is not running": it ended by itself meanwhile
+        return True
+    return wait_until_stopped(container, timeout)
 
 
 def wait_until_stopped(container, timeout):
