@@ -89,6 +89,8 @@ def create(name=None, anonymous=False, labels=None):
 
 def find(name):
     """Return the volume ``name``, or None if there is none."""
+    if not NAME_PATTERN.match(name):  # never a path: "../containers" names no volume
+        return None
     directory = os.path.join(volumes_directory(), name)
     try:
         return Volume(directory)
@@ -98,7 +100,7 @@ def find(name):
 
 def get(name):
     """Return the volume ``name``, or fail the way Docker does."""
-    found = find(name) if NAME_PATTERN.match(name) else None
+    found = find(name)
     if found is None:
         raise host.EngineError(f"get {name}: no such volume", exit_code=1)
     return found
@@ -127,10 +129,14 @@ def fill_from_image(volume, layers, destination):
     """
     if os.listdir(volume.data):
         return
-    relative = destination.lstrip("/")
     top = None
     for layer in layers:
-        source = os.path.join(layer, relative)
+        # DESIGN.md fact 7: a path inside an image is hostile.  An image's
+        # ``/data -> /etc`` must lead to the layer's etc, never the host's.
+        try:
+            source = rootfs.resolve(layer, destination)
+        except host.EngineError:  # a file on the way: this layer has nothing there
+            continue
         if not os.path.lexists(source):
             continue
         info = os.lstat(source)

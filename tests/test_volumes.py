@@ -76,6 +76,7 @@ def image_with_a_volume(engine, workdir, busybox_tar):
     os.makedirs(os.path.join(bundle, "rootfs", "store"))
     with open(os.path.join(bundle, "rootfs", "store", "seed"), "w") as handle:
         handle.write("from the image\n")
+    os.symlink("/etc", os.path.join(bundle, "rootfs", "hostile"))  # fact 7: inside, not the host's
     for arguments in (["repack", "--image", f"{layout}:v", bundle],
                       ["config", "--image", f"{layout}:v", "--config.volume", "/store",
                        "--config.cmd", "sh"]):
@@ -117,3 +118,13 @@ def test_volume_prune_and_bad_names(busybox):
     bad = busybox.run("run", "--rm", "-v", "bad$name:/data", "busybox", "true")
     assert bad.returncode == 125 and "invalid characters" in bad.stderr
     assert bad.stderr.count("\n") == 1
+
+
+def test_filling_a_volume_follows_the_images_links_inside_the_image(engine, busybox_tar, tmp_path):
+    image_id = image_with_a_volume(engine, tmp_path, busybox_tar)
+    engine.ok("create", "-v", "seeded:/hostile/sub", image_id)
+    engine.ok("create", "-v", "whole:/hostile", image_id)
+    whole = os.path.join(engine.root, "volumes", "whole", "_data")
+    with open(os.path.join(whole, "passwd")) as handle:
+        assert handle.read().startswith("root:x:0:0:root:/root:/bin/sh\nuser:x:1000")  # the image's
+    assert os.listdir(os.path.join(engine.root, "volumes", "seeded", "_data")) == []
