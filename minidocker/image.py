@@ -24,6 +24,7 @@ character device 0/0 and an opaque directory (``.wh..wh..opq``) carries the
 
 import contextlib
 import datetime
+import errno
 import gzip
 import hashlib
 import io
@@ -353,8 +354,16 @@ class Store:
                         unpack(stream, staging)
                         stream.drain()
                     except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+                        if isinstance(error, OSError) and error.errno in (errno.ENOSPC,
+                                                                          errno.EDQUOT):
+                            raise  # the command line says the disk is full
                         if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile):
-                            raise
+                            # A path the kernel refuses (ENAMETOOLONG, ELOOP, ...)
+                            # is the layer's fault, not the engine's.
+                            name = os.path.relpath(error.filename or "?", staging)
+                            raise host.EngineError(
+                                f"layer {blob_digest[:19]} cannot be unpacked: {error.strerror}: "
+                                f"{name[:60]}{'...' if len(name) > 60 else ''}")
                         raise host.EngineError(f"layer {blob_digest[:19]} is not a valid "
                                                f"{media_type.rsplit('.', 1)[-1]}: {error}")
                 if stream.digest() != diff_id:

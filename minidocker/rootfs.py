@@ -576,7 +576,10 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
                                  no_new_privileges=no_new_privileges)
     keep_only_standard_descriptors(keep)
     host.narrate(3, " ".join(chain))
-    os.execve(tools["setpriv"].path_for_owner, chain, environment)
+    try:
+        os.execve(tools["setpriv"].path_for_owner, chain, environment)
+    except OSError as error:  # E2BIG: an environment larger than execve(2) takes
+        raise host.EngineError(f'exec: "{argv[0]}": {error.strerror}', exit_code=126)
 
 
 def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities,
