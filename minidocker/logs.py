@@ -305,6 +305,8 @@ class Relay:
 
     def _from_container(self, descriptor):
         data = _read(descriptor)
+        if data is None:
+            return
         if not data:
             self.selector.unregister(descriptor)
             del self.outputs[descriptor]
@@ -329,6 +331,8 @@ class Relay:
 
     def _from_local_input(self, descriptor):
         data = _read(descriptor)
+        if data is None:
+            return
         if data:
             self._send_to_container(data)
             return
@@ -424,8 +428,11 @@ class Relay:
 
 
 def _read(descriptor):
+    """Read what is there; b"" at end of file, None if nothing is there after all."""
     try:
         return os.read(descriptor, CHUNK)
+    except BlockingIOError:
+        return None
     except OSError:  # EIO: a terminal whose other side has closed
         return b""
 
@@ -569,7 +576,12 @@ def follow(path, still_running, handle=None, poll_interval=0.05):
                 if end:
                     yield parse_lines(chunk[:end], path)
                 continue
-            newer = _files_after(path, os.fstat(handle.fileno()).st_ino)
+            status = os.fstat(handle.fileno())
+            if status.st_size < handle.tell():  # max-file=1 rotates by truncating
+                handle.seek(0)
+                rest = b""
+                continue
+            newer = _files_after(path, status.st_ino)
             if newer:
                 handle.close()
                 handle, rest = open(newer[0], "rb"), b""

@@ -189,3 +189,16 @@ def test_follow_with_tail_goes_on_from_the_tail(busybox):
     assert busybox.ok("logs", "-f", container_id) == "early1\nearly2\nearly3\nlate1\nlate2\n"
     invalid = busybox.run("logs", "--tail", "many", container_id)
     assert invalid.returncode == 125
+
+
+def test_max_file_1_truncates_and_a_follower_starts_again_at_the_top(busybox):
+    script = ("i=0; while [ $i -lt 600 ]; do echo line-$i; i=$((i+1)); "
+              "[ $((i % 100)) = 0 ] && sleep 0.2; done")
+    container_id = busybox.ok("run", "-d", "--log-opt", "max-size=4k", "busybox", "sh", "-c",
+                              "sleep 0.5; " + script).strip()
+    result = busybox.run("logs", "-f", container_id, timeout=60)
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "line-599" and len(lines) > 100  # it went on after each truncation
+    assert logs.log_files(log_path(busybox, container_id)) == [log_path(busybox, container_id)]
+    assert os.path.getsize(log_path(busybox, container_id)) <= 4096
