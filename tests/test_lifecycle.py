@@ -151,7 +151,7 @@ def test_restart_policy_on_failure_counts_and_always_survives_exits(busybox):
                "echo try; exit 1")
     assert wait_for(lambda: state(busybox, "flaky")["Status"] == "exited"
                     and busybox.ok("logs", "flaky").count("try") == 3)
-    assert json.loads(busybox.ok("inspect", "flaky"))[0]["State"]["RestartCount"] == 2
+    assert json.loads(busybox.ok("inspect", "flaky"))[0]["RestartCount"] == 2
     busybox.ok("run", "-d", "--name", "forever", "--restart", "always", "busybox", "sh", "-c",
                "echo up; sleep 0.2")
     assert wait_for(lambda: busybox.ok("logs", "forever").count("up") >= 3)
