@@ -495,11 +495,9 @@ def command_inspect(arguments):
                                     Running=record.status() == "running")
             details["NetworkSettings"] = details["State"].pop("NetworkSettings", None) or {}
             details.pop("LayerDirectories", None)
-            # Docker keeps the restart count beside State; the monitor's own
-            # bookkeeping (its PID, start times) is no part of what users see.
+            # Docker keeps the restart count beside State.  (MonitorPid stays
+            # in State: tests and instructors use it to kill the monitor.)
             details["RestartCount"] = details["State"].pop("RestartCount", 0)
-            for bookkeeping in ("MonitorPid", "MonitorStartTicks", "PidStartTicks"):
-                details["State"].pop(bookkeeping, None)
             details["State"]["Restarting"] = details["State"]["Status"] == "restarting"
             if details["State"]["Status"] != "running":
                 details["State"]["Pid"] = 0
