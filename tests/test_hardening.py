@@ -701,3 +701,30 @@ def test_thirty_containers_in_parallel_three_rounds(busybox):
             assert all(addresses) and len(set(addresses)) == 30, addresses
             assert busybox.ok("ps", "-aq") == ""
     assert operations == 360
+
+
+def test_parallel_claims_on_one_name_one_port_and_one_tag(busybox, fake, busybox_tar):
+    """Shared allocations are taken under locks: of N racers exactly one wins each."""
+    fake.serve_image("shared/image", "latest", [busybox_layer(busybox_tar)])
+    port = hostile.free_loopback_port()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as workers:
+        names = list(workers.map(lambda number: busybox.run(
+            "run", "-d", "--name", "the-one", "--network", "none", "busybox", "sleep", "60"),
+            range(8)))
+        ports = list(workers.map(lambda number: busybox.run(
+            "run", "-d", "--name", f"port{number}", "-p", f"127.0.0.1:{port}:80", "busybox",
+            "sleep", "60"), range(6)))
+        pulls = list(workers.map(lambda number: busybox.run(
+            "pull", "-q", f"{fake.address}/shared/image", timeout=120), range(6)))
+        tags = list(workers.map(lambda number: busybox.run(
+            "tag", "busybox", f"many:{number}"), range(10)))
+    assert sorted(result.returncode for result in names) == [0] + [125] * 7, \
+        [result.stderr for result in names]
+    assert [result.returncode for result in ports].count(0) == 1, [r.stderr for r in ports]
+    assert all(result.returncode == 0 for result in pulls), [r.stderr for r in pulls]
+    assert all(result.returncode == 0 for result in tags), [r.stderr for r in tags]
+    rows = [line.split() for line in busybox.ok("images").splitlines()[1:]]
+    assert sorted(f"{row[0]}:{row[1]}" for row in rows if row[0] == "many") == \
+        sorted(f"many:{number}" for number in range(10))
+    assert hostile.store_problems(busybox.root) == []
+    assert len(busybox.ok("ps", "-q").split()) == 2

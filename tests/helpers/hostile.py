@@ -199,3 +199,11 @@ def store_problems(root):
                         problems.append(f"image {entry['digest'][:19]} misses layer "
                                         f"{diff_id[:19]}")
     return problems
+
+
+def free_loopback_port():
+    """A TCP port nothing listens on at 127.0.0.1 right now."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
