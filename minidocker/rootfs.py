@@ -606,6 +606,12 @@ def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities
     only a user who has none.  With neither, nsenter stays dumpable, and
     the trace says so.
     """
+    if uid and "setuid" not in capabilities:
+        # setpriv must keep the UID 0 (its own exec gives nsenter the
+        # bounding set only while a UID is 0), so nsenter switches users,
+        # and setuid(2) to another user needs CAP_SETUID.
+        raise host.EngineError("a user other than root needs CAP_SETUID: nsenter switches to "
+                               "the user after setpriv has limited the capabilities")
     chain = ["setpriv", "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities)]
     identity = [f"--setuid={uid}"]
     if "setuid" in capabilities:

@@ -125,6 +125,16 @@ def test_cap_add_and_cap_drop_set_the_bounding_and_effective_sets(busybox, flags
     assert ("keeps CAP_SYS_CHROOT" in result.stderr) == dropping_chroot, result.stderr
 
 
+def test_dropping_setuid_keeps_root_whole_and_refuses_other_users_clearly(busybox):
+    output = busybox.ok("run", "--rm", "--network", "none", "--cap-drop", "SETUID", "busybox",
+                        "sh", "-c", "grep -E '^(Uid|Gid)' /proc/self/status")
+    assert output.split() == ["Uid:", "0", "0", "0", "0", "Gid:", "0", "0", "0", "0"]
+    line = fails(busybox, "run", "--rm", "--network", "none", "--cap-drop", "SETUID",
+                 "-u", "user", "busybox", "id")
+    assert "a user other than root needs CAP_SETUID" in line
+    assert busybox.ok("ps", "-aq") == ""
+
+
 def test_exec_gets_the_same_capabilities_and_no_new_privileges(busybox):
     busybox.ok("run", "-d", "--name", "caps", "--network", "none", "--cap-drop", "ALL",
                "--cap-add", "NET_BIND_SERVICE", "--security-opt", "no-new-privileges",
