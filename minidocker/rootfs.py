@@ -300,6 +300,7 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
         for path, options in (tmpfs or {}).items():
             table.write(f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n")
     host.run(["mount", "--all", "--fstab", fstab], 3)
+    bind_network_files_into_volumes(directory, merged, target_of)
     make_devices(os.path.join(merged, "dev"))
     for device in devices:
         make_device_node(merged, device)
@@ -363,11 +364,13 @@ def mount_table(directory, merged, volumes, target_of, privileged=False):
         line("sysfs", inside("/sys"), "sysfs",
              "rw,nosuid,nodev,noexec" if privileged else "ro,nosuid,nodev,noexec"),
     ]
-    for name in NETWORK_FILES:
-        table.append(line(os.path.join(directory, name), inside(f"/etc/{name}"), "none", "bind"))
     for volume in volumes:
         options = "bind,ro" if volume.get("ReadOnly") else "bind"
         table.append(line(volume["Source"], target_of[volume["Destination"]], "none", options))
+    for name in NETWORK_FILES:
+        target = resolve(merged, f"/etc/{name}")
+        if not covered_by_volume(target, target_of.values()):
+            table.append(line(os.path.join(directory, name), target, "none", "bind"))
     if privileged:
         return "".join(table)  # Docker's --privileged masks nothing and protects nothing
     for path in MASKED_PATHS:
@@ -379,6 +382,37 @@ def mount_table(directory, merged, volumes, target_of, privileged=False):
         if os.path.exists(path):
             table.append(line(inside(path), inside(path), "none", "bind,ro"))
     return "".join(table)
+
+
+def covered_by_volume(path, volume_targets):
+    """Say whether a volume is mounted on ``path`` or on a directory above it.
+
+    Both are host paths already resolved inside the root, so a volume on
+    ``/data -> /etc`` covers ``/etc/hosts``.
+    """
+    return any(path == target or path.startswith(target.rstrip("/") + "/")
+               for target in volume_targets)
+
+
+def bind_network_files_into_volumes(directory, merged, volume_targets):
+    """Bind hostname, hosts and resolv.conf over a volume that holds /etc.
+
+    Docker puts these three files on top of everything, volumes included.
+    Their mount points now lie in the volume, whose content nobody checked:
+    they are resolved inside the container's root like any other path (a
+    link there must not send the bind to a host path), made if missing,
+    and mounted in a second, small table.
+    """
+    covered = [name for name in NETWORK_FILES
+               if covered_by_volume(resolve(merged, f"/etc/{name}"), volume_targets.values())]
+    if not covered:
+        return
+    fstab = os.path.join(directory, "fstab-network-files")
+    with open(fstab, "w") as table:
+        for name in covered:
+            target = resolve(merged, f"/etc/{name}", create="file")
+            table.write(f"{escape(os.path.join(directory, name))} {escape(target)} none bind 0 0\n")
+    host.run(["mount", "--all", "--fstab", fstab], 3)
 
 
 def escape(path):

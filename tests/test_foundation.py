@@ -238,7 +238,13 @@ def test_volume_and_workdir_through_hostile_symlinks_stay_inside(busybox, tmp_pa
     assert output.split() == ["/etc/planted"]
     output = run_ok(busybox, "-w", "/work/sub", "hostile", "sh", "-c", "pwd; touch made-here")
     assert output.split() == ["/etc/sub"]
-    output = run_ok(busybox, "-v", f"{volume}:/climb/deeper", "hostile", "ls", "/etc/deeper")
+    # That volume now holds /etc, so, as Docker does, the engine made the
+    # mount points of hostname, hosts and resolv.conf in it.
+    assert sorted(os.listdir(volume)) == ["hostname", "hosts", "planted", "resolv.conf"]
+    second = tmp_path / "second"
+    second.mkdir()
+    (second / "planted").write_text("x")
+    output = run_ok(busybox, "-v", f"{second}:/climb/deeper", "hostile", "ls", "/etc/deeper")
     assert output.split() == ["planted"]
     assert sorted(os.listdir("/etc")) == before
     assert not os.path.exists("/etc/sub") and not os.path.exists("/etc/deeper")
@@ -359,3 +365,16 @@ def test_duplicate_name_is_refused(busybox):
     result = busybox.run("run", "--name", "only-one", "busybox", "true")
     assert result.returncode == 125 and "already in use" in result.stderr
     assert len(busybox.ok("ps", "-aq").split()) == 1
+
+
+@pytest.mark.ch3
+def test_hostname_files_sit_on_top_of_a_volume_over_etc(busybox, tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (etc / "hosts").symlink_to("/etc/shadow")  # resolved inside the container, not on the host
+    output = run_ok(busybox, "--network", "none", "--hostname", "on-top", "-v", f"{etc}:/etc",
+                    "busybox", "sh", "-c", "cat /etc/hostname; grep -c localhost /etc/hosts; "
+                                           "head -c 4 /etc/passwd")
+    assert output.split() == ["on-top", "2", "root"]
+    assert (etc / "hosts").is_symlink() and os.readlink(etc / "hosts") == "/etc/shadow"
