@@ -436,9 +436,9 @@ def unused_name():
 
 
 def remove_abandoned_drafts(directory):
-    """Remove drafts left by a ``create`` that was killed half way."""
+    """Remove drafts and removals left by a ``create`` or ``rm`` that was killed half way."""
     for name in os.listdir(directory):
-        if name.startswith(".draft-"):
+        if name.startswith((".draft-", ".removing-")):
             pid = int(name.split("-")[1])
             if process_start_ticks(pid) is None:
                 rootfs.remove_path(os.path.join(directory, name))
@@ -910,9 +910,22 @@ def release_abandoned(container):
 
 
 def remove_files(container):
-    """Release what the container held and delete its directory."""
+    """Release what the container held and delete its directory.
+
+    The directory is first renamed out of the way (rename(2) is atomic), so
+    a command killed half way through the deletion leaves no half-deleted
+    record that ``ps`` would misread, only a ``.removing-`` directory that
+    the next ``create`` clears.
+    """
     host.narrate(0, f"remove container {container.id[:12]}")
-    rootfs.remove(container.directory)
+    doomed = os.path.join(os.path.dirname(container.directory),
+                          f".removing-{os.getpid()}-{container.id}")
+    rootfs.check_unmounted(container.directory)
+    try:
+        os.rename(container.directory, doomed)
+    except FileNotFoundError:
+        return  # another command removed it meanwhile
+    rootfs.remove(doomed)
 
 
 # -- the lifecycle: stop, restart, wait, rename, prune (chapter 6) -----------

@@ -262,11 +262,16 @@ def remove_path(path):
 
 def remove(directory):
     """Remove a container's filesystem directories (nothing may be mounted)."""
+    check_unmounted(directory)
+    shutil.rmtree(directory, ignore_errors=False)
+
+
+def check_unmounted(directory):
+    """Refuse to touch a container directory whose root is still mounted on the host."""
     merged = os.path.join(directory, "merged")
     with open("/proc/self/mountinfo") as mountinfo:
         if any(line.split()[4] == merged for line in mountinfo):
             raise host.EngineError(f"{merged} is still mounted")
-    shutil.rmtree(directory, ignore_errors=False)
 
 
 # -- in the child: build the container's mount table ---------------------

@@ -738,3 +738,24 @@ def test_parallel_claims_on_one_name_one_port_and_one_tag(busybox, fake, busybox
         sorted(f"many:{number}" for number in range(10))
     assert hostile.store_problems(busybox.root) == []
     assert len(busybox.ok("ps", "-q").split()) == 2
+
+
+def test_an_rm_killed_while_deleting_leaves_no_half_record(busybox):
+    """A removal is a rename first: a killed rm leaves ``.removing-`` garbage, never a record."""
+    identifier = busybox.ok("create", "--name", "half", "busybox", "true").strip()
+    containers = os.path.join(busybox.root, "containers")
+    # What a SIGKILL in the middle of the deletion leaves: the renamed
+    # directory, partly deleted, owned by a PID that is gone.
+    gone = _a_dead_pid()
+    os.rename(os.path.join(containers, identifier),
+              os.path.join(containers, f".removing-{gone}-{identifier}"))
+    os.unlink(os.path.join(containers, f".removing-{gone}-{identifier}", "config.json"))
+    assert busybox.ok("ps", "-aq") == ""
+    busybox.ok("create", "busybox", "true")
+    assert not [name for name in os.listdir(containers) if name.startswith(".removing-")]
+
+
+def _a_dead_pid():
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
