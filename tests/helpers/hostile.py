@@ -79,14 +79,14 @@ def long_names():
     return layer_tar([tar_entry(deep, data=b"deep"), tar_entry("x" * 4096, data=b"wide")])
 
 
-def device_nodes():
+def device_nodes(directory="dev"):
     """Device nodes for the host's disks and memory (a layer may hold them)."""
     entries = []
-    for name, kind, major, minor in (("dev/sda", tarfile.BLKTYPE, 8, 0),
-                                     ("dev/mem", tarfile.CHRTYPE, 1, 1),
-                                     ("dev/kmsg", tarfile.CHRTYPE, 1, 11),
-                                     ("dev/loop0", tarfile.BLKTYPE, 7, 0)):
-        info, data = tar_entry(name, kind, 0o666)
+    for name, kind, major, minor in (("sda", tarfile.BLKTYPE, 8, 0),
+                                     ("mem", tarfile.CHRTYPE, 1, 1),
+                                     ("kmsg", tarfile.CHRTYPE, 1, 11),
+                                     ("loop0", tarfile.BLKTYPE, 7, 0)):
+        info, data = tar_entry(f"{directory}/{name}", kind, 0o666)
         info.devmajor, info.devminor = major, minor
         entries.append((info, data))
     return layer_tar(entries)
