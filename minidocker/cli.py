@@ -830,31 +830,14 @@ def command_import(arguments):
 
 
 def parse_changes(instructions):
-    """Turn ``--change 'CMD ["sh"]'`` lines into image config fields."""
-    import shlex
+    """Turn ``--change 'CMD ["sh"]'`` lines into image config fields, as ``commit -c`` does."""
+    from minidocker import commit
 
     config = {}
     for instruction in instructions:
-        keyword, _, value = instruction.strip().partition(" ")
-        keyword = keyword.upper()
-        value = value.strip()
-        if keyword in ("CMD", "ENTRYPOINT"):
-            config[keyword.title()] = \
-                json.loads(value) if value.startswith("[") else ["/bin/sh", "-c", value]
-        elif keyword == "ENV":
-            name, _, rest = value.partition("=") if "=" in value.split(" ")[0] else value.partition(" ")
-            config.setdefault("Env", []).append(f"{name}={rest.strip()}")
-        elif keyword == "WORKDIR":
-            config["WorkingDir"] = value
-        elif keyword == "USER":
-            config["User"] = value
-        else:
-            raise host.EngineError(f"{keyword} is not a supported change: use CMD, ENTRYPOINT, ENV, "
-                                   "WORKDIR or USER")
+        commit.apply_change(config, instruction)
     return config
 
-
-# -- images and registries (chapter 4) ----------------------------------------
 
 def display_name(reference):
     """A name as Docker prints it: ``busybox:latest``, ``host:5000/app@sha256:...``."""

@@ -1272,7 +1272,6 @@ def in_container_root(container, work):
         status = 0
         try:
             namespace.unshare(["mnt"])
-            host.run(["mount", "--make-rprivate", "/"], 3)
             rootfs.mount_root(container.directory, container.config["LayerDirectories"],
                               container.config["Driver"])
             work(os.path.join(container.directory, "merged"))

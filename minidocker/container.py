@@ -30,7 +30,7 @@ import struct
 import sys
 import time
 
-from minidocker import cgroup, host, image, logs, namespace, network, rootfs
+from minidocker import cgroup, host, logs, namespace, network, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
@@ -73,7 +73,7 @@ class Container:
     def save_state(self, **changes):
         self.state.update(changes)
         host.write_atomically(os.path.join(self.directory, "state.json"),
-                              json.dumps(self.state, indent=2))
+                              json.dumps(self.state, indent=2), durable=False)
 
     def save_config(self):
         host.write_atomically(os.path.join(self.directory, "config.json"),

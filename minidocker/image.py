@@ -23,10 +23,7 @@ character device 0/0 and an opaque directory (``.wh..wh..opq``) carries the
 """
 
 import contextlib
-import datetime
 import errno
-import gzip
-import hashlib
 import io
 import json
 import os
@@ -34,10 +31,12 @@ import re
 import shutil
 import stat
 import sys
-import tarfile
-import tempfile
 
 from minidocker import host
+
+# hashlib, tarfile, gzip, tempfile and datetime are imported inside the
+# functions that use them: ``run`` only looks images up, and those imports
+# would add ~20 ms to every container start.
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -182,6 +181,8 @@ class Store:
         With ``expected_digest`` the bytes are verified first: a blob whose
         content does not match its name never enters the store.
         """
+        import hashlib
+
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if expected_digest and digest != expected_digest:
             raise host.EngineError(f"digest mismatch: expected {expected_digest}, got {digest}")
@@ -205,6 +206,8 @@ class Store:
 
     def temporary_file(self):
         """A temporary file inside the store, renamed into place when verified."""
+        import tempfile
+
         self.ensure()
         self.remove_abandoned_temporaries()
         descriptor, path = tempfile.mkstemp(dir=self.blobs, prefix=f".incoming-{os.getpid()}-")
@@ -342,6 +345,10 @@ class Store:
         target = self.layer_path(diff_id)
         if os.path.isdir(target):
             return target
+        import gzip
+        import tarfile
+        import tempfile
+
         with host.locked(target + ".lock"):
             if os.path.isdir(target):
                 return target
@@ -406,6 +413,9 @@ class Store:
 
     def import_tarball(self, path, reference, changes=None):
         """Make a one-layer image from a flat root filesystem tarball."""
+        import gzip
+        import tarfile
+
         self.ensure()
         temporary = self.temporary_file()
         try:
@@ -463,6 +473,8 @@ class Store:
 
 def decompressed(blob, media_type):
     """The uncompressed tar stream of a layer blob, by its media type."""
+    import gzip
+
     if media_type.endswith("zstd"):
         try:
             from compression import zstd
@@ -479,6 +491,8 @@ class _Hashing(io.RawIOBase):
     """A stream that computes the SHA-256 of everything read through it."""
 
     def __init__(self, stream):
+        import hashlib
+
         self.stream = stream
         self.hash = hashlib.sha256()
 
@@ -586,6 +600,8 @@ def host_architecture():
 
 
 def utc_now():
+    import datetime
+
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -594,6 +610,8 @@ def canonical_json(value):
 
 
 def file_sha256(path):
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 20):
@@ -613,6 +631,8 @@ def unpack(stream, target):
     bits, device nodes, extended attributes.  Whiteouts become overlayfs'
     own format.
     """
+    import tarfile
+
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
             name = safe_name(member.name)
@@ -715,6 +735,9 @@ def save(store, names, output):
     reader find what they look for.  Layers are stored uncompressed, named
     by their diff id, which is what a docker-archive reader expects.
     """
+    import hashlib
+    import tarfile
+
     entries, index, files = [], [], {}
     for name in names:
         found = store.lookup(name)
@@ -792,6 +815,8 @@ def _open_output(output):
 
 
 def _add_bytes(archive, name, data):
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0
@@ -800,6 +825,9 @@ def _add_bytes(archive, name, data):
 
 
 def _add_layer(archive, store, diff_id, blob_digest, media_type):
+    import tarfile
+    import tempfile
+
     with tempfile.TemporaryFile(dir=store.layers) as plain:
         with open(store.blob_path(blob_digest), "rb") as blob:
             shutil.copyfileobj(decompressed(blob, media_type), plain, 1 << 20)
@@ -818,6 +846,9 @@ def load(store, path):
     against the diff ids in their config) before it enters the store; if
     anything is wrong, what this load added is removed again.
     """
+    import tarfile
+    import tempfile
+
     store.ensure()
     if path in (None, "-"):
         with tempfile.NamedTemporaryFile(dir=store.layers, prefix=".load-") as copy:
@@ -860,6 +891,8 @@ def _read_member(archive, members, name, limit=16 << 20):
 
 def _copy_member_checked(store, archive, members, name, expected, decompress, added):
     """Copy one archive member into the store as a blob that must hash to ``expected``."""
+    import gzip
+
     member = members.get(safe_name(name))
     if member is None:
         raise host.EngineError(f"the archive has no file {name!r}")
@@ -885,6 +918,8 @@ def _copy_member_checked(store, archive, members, name, expected, decompress, ad
 
 
 def _load_docker_archive(store, archive, members, added):
+    import hashlib
+
     loaded = []
     for entry in json.loads(_read_member(archive, members, "manifest.json")):
         config_bytes = _read_member(archive, members, entry["Config"])
@@ -949,6 +984,8 @@ def _load_oci_archive(store, archive, members, added):
 
 def _resolve_archive_manifest(archive, members, descriptor):
     """Follow an index in an OCI archive to the manifest for this host."""
+    import hashlib
+
     digest = descriptor["digest"]
     for _ in range(4):
         data = _read_member(archive, members, _blob_name(digest))
@@ -991,6 +1028,8 @@ def export(directories, output):
     (char device 0/0) or an opaque directory hide the path in every layer
     below it.
     """
+    import tarfile
+
     hidden, seen = set(), set()
     with _open_output(output) as stream, tarfile.open(fileobj=stream, mode="w|",
                                                       format=tarfile.PAX_FORMAT) as archive:

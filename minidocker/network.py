@@ -35,14 +35,9 @@ Everything in the host's tables lives in minidocker's own chains
 ``MINIDOCKER-INPUT``), which exist only while some minidocker bridge does.
 """
 
-import datetime
-import hashlib
 import ipaddress
 import json
 import os
-import secrets
-import shlex
-import shutil
 import socket
 import sys
 
@@ -300,6 +295,9 @@ def inspect_network(name):
 
 
 def _new_record(name, subnet=None, gateway=None):
+    import datetime
+    import secrets
+
     network_id = secrets.token_hex(32)
     record = {
         "Name": name, "Id": network_id, "Driver": "bridge",
@@ -344,10 +342,22 @@ def _create_default_network():
 
 
 def _builtin_record(name):
-    # host and none own nothing; a stable id derived from the engine root
-    # keeps `network ls` output the same from one call to the next.
-    digest = hashlib.sha256(f"{host.engine_root()}:{name}".encode()).hexdigest()
-    return {"Name": name, "Id": digest, "Driver": "host" if name == "host" else "null",
+    # host and none own nothing.  Like Docker, each gets a random id once;
+    # it is kept in the engine root so `network ls` shows the same one
+    # every time (link(2) again makes exactly one win a race).
+    path = os.path.join(_networks_directory(), f".{name}-id")
+    if not os.path.exists(path):
+        draft = f"{path}.new{os.getpid()}"
+        host.write_atomically(draft, os.urandom(32).hex())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    with open(path) as handle:
+        network_id = handle.read().strip()
+    return {"Name": name, "Id": network_id, "Driver": "host" if name == "host" else "null",
             "Created": "", "Bridge": None, "Subnet": None, "Gateway": None, "Endpoints": {}}
 
 
@@ -497,6 +507,8 @@ def _leave(container_id):
 
 
 def _allocate(record, container_id, request):
+    import secrets
+
     subnet = ipaddress.ip_network(record["Subnet"])
     if request.get("ip"):
         address = _check_requested_address(record, request["ip"])
@@ -843,6 +855,8 @@ def remove_chains():
 
 def remove_rules_marked(comment):
     """Delete every rule in minidocker's chains whose comment is ``comment``."""
+    import shlex
+
     dump = host.run(["iptables-save"], CHAPTER, capture=True).stdout.decode()
     ours = {chain for _, chain in _our_chains()}
     table, commands = None, []
@@ -1208,6 +1222,8 @@ def _other_backend():
     when the ip_tables module is loaded; /proc/net/ip_tables_names lists
     them without loading anything.
     """
+    import shutil
+
     try:
         with open("/proc/net/ip_tables_names") as names:
             legacy_tables = names.read().split()

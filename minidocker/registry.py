@@ -42,7 +42,6 @@ Docker's ``/etc/docker/daemon.json``) or the environment:
 """
 
 import base64
-import gzip
 import hashlib
 import http.client
 import json

@@ -25,7 +25,6 @@ import fcntl
 import os
 import re
 import shutil
-import signal
 import socket
 import stat
 import struct
@@ -291,20 +290,22 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
     its new mount namespace and has not switched root yet.
     """
     merged = os.path.join(directory, "merged")
-    # mount_namespaces(7): a new mount namespace starts as a copy whose
-    # mounts stay in the same peer groups as the host's, so on a host where
-    # systemd made / shared our mounts would propagate back to the host.
-    host.run(["mount", "--make-rprivate", "/"], 3)
-    mount_root(directory, layers, driver)
+    fstab = os.path.join(directory, "fstab")
+    root_table = root_mount_table(directory, layers, driver)
+    if volumes or tmpfs:
+        # Their mount points are paths inside the image, resolved in the
+        # mounted root: the root goes first, in a table of its own.
+        mount_root(directory, layers, driver)
+        root_table = ""
     target_of = prepare_mount_points(merged, volumes)
     tmpfs_targets = {path: resolve(merged, path, create="directory") for path in tmpfs or {}}
-    workdir_path = resolve(merged, workdir, create="directory")
-    fstab = os.path.join(directory, "fstab")
     with open(fstab, "w") as table:
+        table.write(root_table)
         table.write(mount_table(directory, merged, volumes, target_of, privileged=privileged))
         for path, options in (tmpfs or {}).items():
             table.write(f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n")
     host.run(["mount", "--all", "--fstab", fstab], 3)
+    workdir_path = resolve(merged, workdir, create="directory")
     bind_network_files_into_volumes(directory, merged, target_of)
     make_devices(os.path.join(merged, "dev"))
     for device in devices:
@@ -315,21 +316,37 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
     return merged, workdir_path, pty_master
 
 
-def mount_root(directory, layers, driver):
-    """Mount the copy-on-write root at ``directory``/merged."""
+def root_mount_table(directory, layers, driver):
+    """Return the fstab lines that make the mount namespace private and mount the root.
+
+    ``mount --all`` skips a line whose target is exactly ``/`` (the root
+    was mounted at boot); ``//`` names the same directory and is not
+    skipped, so even the propagation change rides in the table.
+    """
     merged = os.path.join(directory, "merged")
+    # mount_namespaces(7): a new mount namespace starts as a copy whose
+    # mounts stay in the same peer groups as the host's, so on a host where
+    # systemd made / shared our mounts would propagate back to the host.
+    table = "none // none rprivate 0 0\n"
     if driver == "vfs":
         # mount --move needs a mount point, so the copy is bound onto merged.
-        host.run(["mount", "--bind", os.path.join(directory, "rootfs"), merged], 3)
-        return
+        return table + f"{escape(os.path.join(directory, 'rootfs'))} {escape(merged)} none bind 0 0\n"
+    if any(character in directory for character in ",: \t\n\\"):
+        raise host.EngineError("for overlay, the engine root's path must not contain "
+                               "',', ':', '\\' or white space")
     # overlayfs takes lowerdir top first; the init layer sits above the image.
     lower = ":".join([os.path.join(directory, "init"), *reversed(layers)])
-    if any(character in lower for character in ",:\\") and \
-            any(character in directory for character in ",:\\"):
-        raise host.EngineError("the engine root must not contain ',', ':' or '\\' for overlay")
     options = (f"lowerdir={lower},upperdir={os.path.join(directory, 'upper')},"
                f"workdir={os.path.join(directory, 'work')}")
-    host.run(["mount", "-t", "overlay", "overlay", "-o", options, merged], 3)
+    return table + f"overlay {escape(merged)} overlay {options} 0 0\n"
+
+
+def mount_root(directory, layers, driver):
+    """Make the mount namespace private and mount the root, and nothing else."""
+    fstab = os.path.join(directory, "fstab-root")
+    with open(fstab, "w") as table:
+        table.write(root_mount_table(directory, layers, driver))
+    host.run(["mount", "--all", "--fstab", fstab], 3)
 
 
 def prepare_mount_points(merged, volumes):
