@@ -713,12 +713,23 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
                             workdir=inside_workdir, uid=uid, gid=gid, groups=groups,
                             capabilities=capabilities_of(container),
                             no_new_privileges=no_new_privileges(container))
-    except host.EngineError as error:
-        os.write(error_pipe, f"{error.exit_code}\t{error}".encode())
-        os._exit(error.exit_code)
-    except BaseException as error:  # an engine bug: say what it was
-        os.write(error_pipe, f"125\t{type(error).__name__}: {error}".encode())
-        os._exit(125)
+    except BaseException as error:
+        _fail_before_exec(error_pipe, error, bug_code=125)
+
+
+def _fail_before_exec(error_pipe, error, bug_code):
+    """Tell the waiting parent why the command never started, and end the child.
+
+    The message goes through ``error_pipe`` as ``CODE<TAB>MESSAGE``.  An
+    :class:`~minidocker.host.EngineError` carries its own code; anything
+    else is an engine bug, reported by its type with ``bug_code``.
+    """
+    if isinstance(error, host.EngineError):
+        code, message = error.exit_code, str(error)
+    else:
+        code, message = bug_code, f"{type(error).__name__}: {error}"
+    os.write(error_pipe, f"{code}\t{message}".encode())
+    os._exit(code)
 
 
 def restore_default_signals():
@@ -1249,12 +1260,8 @@ def _exec_process(container, argv, environment, workdir, ids, terminal, interact
         rootfs.exec_command(argv, environment, workdir=workdir, uid=uid, gid=gid, groups=groups,
                             capabilities=capabilities_of(container),
                             no_new_privileges=no_new_privileges(container))
-    except host.EngineError as error:
-        os.write(error_pipe, f"{error.exit_code}\t{error}".encode())
-        os._exit(error.exit_code)
-    except BaseException as error:  # an engine bug: say what it was
-        os.write(error_pipe, f"126\t{type(error).__name__}: {error}".encode())
-        os._exit(126)
+    except BaseException as error:
+        _fail_before_exec(error_pipe, error, bug_code=126)
 
 
 # -- volumes (chapter 6) --------------------------------------------------------
