@@ -137,6 +137,10 @@ class Reference:
 
 # -- the store -----------------------------------------------------------
 
+class IncompleteImage(host.EngineError):
+    """An image whose manifest names a blob the store does not hold."""
+
+
 class Store:
     """The engine's images: an OCI image layout plus unpacked layers."""
 
@@ -247,8 +251,11 @@ class Store:
         the reference's repository (it was pulled or pushed), which is what
         Docker's ``RepoDigests`` lists.
         """
-        manifest = self.read_blob(manifest_digest)
         with host.locked(self.lock_path):
+            # Under the lock, so that a failed pull cleaning up at the same
+            # time cannot take a shared blob away between check and tag.
+            self.check_complete(manifest_digest)
+            manifest = self.read_blob(manifest_digest)
             index = self.index()
             old = [entry for entry in index["manifests"]
                    if entry.get("annotations", {}).get(FULL_NAME) == str(reference)]
@@ -266,6 +273,31 @@ class Store:
                 "annotations": annotations,
             })
             self.write_index(index)
+
+    def check_complete(self, manifest_digest):
+        """Raise :class:`IncompleteImage` unless every blob of the image is stored."""
+        try:
+            manifest = self.read_json(manifest_digest)
+            digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
+        except FileNotFoundError:
+            digests = [manifest_digest]
+        missing = [digest for digest in digests if not self.has_blob(digest)]
+        if missing:
+            raise IncompleteImage(f"image {manifest_digest[:19]} is incomplete: "
+                                  f"blob {missing[0][:19]} is missing")
+
+    def referenced_blobs(self):
+        """The digests of every blob a named (or cached) image needs."""
+        referenced = set()
+        for entry in self.index()["manifests"]:
+            referenced.add(entry["digest"])
+            try:
+                manifest = self.read_json(entry["digest"])
+            except FileNotFoundError:
+                continue
+            referenced.add(manifest["config"]["digest"])
+            referenced.update(layer["digest"] for layer in manifest["layers"])
+        return referenced
 
     def add_untagged(self, manifest_digest):
         """List a manifest in the index without a name (Docker's ``<none>``)."""

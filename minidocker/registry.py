@@ -104,7 +104,12 @@ def pull(text, platform=None, progress=None, store=None):
     last_error = None
     for client in clients_for(reference.domain, mirrors_first=True):
         try:
-            return _pull_from(client, reference, wanted, progress, store)
+            try:
+                return _pull_from(client, reference, wanted, progress, store)
+            except image.IncompleteImage:
+                # A parallel pull that failed took back a blob this one had
+                # found already stored; once more fetches what is missing.
+                return _pull_from(client, reference, wanted, progress, store)
         except RegistryUnreachable as error:
             # Docker falls back from a mirror to the next endpoint on any
             # error; so do we, but only on errors that say "not here".
@@ -152,10 +157,19 @@ def _pull_from(client, reference, wanted, progress, store):
 
 
 def undo_pull(store, blobs, layer_directories):
-    """Remove what a failed pull added, so the store is as it was."""
-    for digest in blobs:
-        host.narrate(4, f"pull failed: remove blob {short(digest)} again")
-        os.unlink(store.blob_path(digest))
+    """Remove what a failed pull added, so the store is as it was.
+
+    Under the store's lock, and sparing any blob an image was tagged with
+    meanwhile: a parallel pull of an image sharing a layer may have found
+    the blob already there and used it.
+    """
+    with host.locked(store.lock_path):
+        in_use = store.referenced_blobs()
+        for digest in blobs:
+            if digest in in_use or not store.has_blob(digest):
+                continue
+            host.narrate(4, f"pull failed: remove blob {short(digest)} again")
+            os.unlink(store.blob_path(digest))
     for directory in layer_directories:
         host.narrate(4, f"pull failed: remove unpacked layer {os.path.basename(directory)[:12]}")
         shutil.rmtree(directory)

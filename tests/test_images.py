@@ -237,3 +237,22 @@ def test_export_writes_the_merged_filesystem_and_import_takes_it_back(busybox, t
     busybox.ok("rm", "changed")
     busybox.ok("import", exported, "reimported:1")
     assert busybox.ok("run", "--rm", "reimported:1", "cat", "/made.txt") == "made\n"
+
+
+@pytest.mark.ch4
+def test_a_tag_never_points_at_an_image_with_a_missing_blob(busybox_tar, tmp_path):
+    # The store refuses, under its lock, to name an incomplete image; that is
+    # what keeps a parallel pull's clean-up from leaving a dangling name.
+    from minidocker import image, registry
+
+    store = image.Store(str(tmp_path / "root"))
+    imported = store.import_tarball(busybox_tar, image.Reference.parse("complete"))
+    layer = imported.manifest["layers"][0]["digest"]
+    # A failed pull's clean-up spares a blob a named image uses...
+    registry.undo_pull(store, [layer], [])
+    assert store.has_blob(layer)
+    # ...and a blob that is gone makes tagging fail instead of dangling.
+    os.unlink(store.blob_path(layer))
+    with pytest.raises(image.IncompleteImage):
+        store.tag(image.Reference.parse("dangling"), imported.digest)
+    assert "dangling" not in json.dumps(store.index())
