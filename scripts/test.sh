@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 [ "$(id -u)" -eq 0 ] || { echo "the tests run as root against the real kernel: use sudo" >&2; exit 1; }
 apt_install busybox-static util-linux iproute2 iptables procps psmisc kmod file \
     gcc libc6-dev umoci skopeo docker-registry apache2-utils \
-    qemu-system-x86 linux-image-amd64 cpio vagrant shellcheck xfsprogs runc
+    qemu-system-x86 linux-image-amd64 cpio vagrant vagrant-libvirt shellcheck xfsprogs runc crun podman hyperfine
 make_venv "[test,docs]"
 cd "$REPO"
 status=0
