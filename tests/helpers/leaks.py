@@ -32,9 +32,12 @@ def snapshot():
             mount_point = line.split()[4]
             if "minidocker" in mount_point:
                 found.add(f"mount {mount_point}")
-    for path in glob.glob("/sys/fs/cgroup/**/*minidocker*", recursive=False) + \
-            glob.glob("/sys/fs/cgroup/*/*minidocker*") + glob.glob("/sys/fs/cgroup/*minidocker*"):
-        found.add(f"cgroup {path}")
+    # The engine's groups live in a "minidocker" group of each hierarchy
+    # (v1: /sys/fs/cgroup/CONTROLLER/minidocker/ID, v2: .../minidocker/ID).
+    for pattern in ("/sys/fs/cgroup/*minidocker*", "/sys/fs/cgroup/*/*minidocker*",
+                    "/sys/fs/cgroup/*minidocker*/*/", "/sys/fs/cgroup/*/*minidocker*/*/"):
+        for path in glob.glob(pattern):
+            found.add(f"cgroup {path.rstrip('/')}")
     for line in _lines(["ip", "-o", "link", "show"]):
         name = line.split(": ")[1].split("@")[0]
         if name.startswith(("md", "veth", "minidocker")):
