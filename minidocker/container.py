@@ -480,7 +480,7 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
         streams["stdin"] = os.pipe() if interactive else None
     handshake, child_handshake = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     rootfs.sealed_tools()  # held by the monitor: PID 1's last exec reaches them through it
-    pid = namespace.fork_into_new_pid_namespace()
+    pid = namespace.fork_into_pid_namespace()
     if pid == 0:
         os.close(error_read)
         handshake.close()
@@ -1159,7 +1159,7 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
     terminal = rootfs.open_terminal(root, terminal_size or (24, 80)) if tty else None
     error_read, error_write = os.pipe()
     rootfs.sealed_tools()  # held by this process until the child has passed them
-    child = _fork_into_namespace_of(pid)
+    child = namespace.fork_into_pid_namespace(of=pid)
     if child == 0:
         os.close(error_read)
         _exec_process(container, argv, environment, rootfs.inside_path(root, inside_workdir),
@@ -1205,19 +1205,6 @@ def _wait_until_past_sealed_tools(child, timeout=10.0):
         if os.waitpid(child, os.WNOHANG) != (0, 0):
             return
         time.sleep(0.001)
-
-
-def _fork_into_namespace_of(pid):
-    """Fork a child that lives in ``pid``'s PID namespace; return as ``os.fork`` does."""
-    own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        namespace.enter(pid, ["pid"])
-        child = os.fork()
-        if child != 0:
-            os.setns(own_namespace, os.CLONE_NEWPID)
-        return child
-    finally:
-        os.close(own_namespace)
 
 
 def _exec_process(container, argv, environment, workdir, ids, terminal, interactive, detach,

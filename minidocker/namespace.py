@@ -47,19 +47,26 @@ def available():
     return [kind for kind in FLAGS if os.path.exists(f"/proc/self/ns/{kind}")]
 
 
-def fork_into_new_pid_namespace():
-    """Fork a child that is PID 1 of a new PID namespace.
+def fork_into_pid_namespace(of=None):
+    """Fork a child in a PID namespace other than the caller's.
 
-    Returns the child's host PID in the parent and 0 in the child, like
-    ``os.fork``.  After the fork the parent joins its own PID namespace
-    again: the kernel keeps pointing the parent's *future* children at the
-    new namespace, and once the child (its PID 1) has exited, "a subsequent
-    fork(2) [...] will fail with ENOMEM" (pid_namespaces(7)).  The parent is
-    the container's monitor and must be able to fork helpers afterwards.
+    Without ``of`` the namespace is new and the child is its PID 1 (how
+    ``run`` starts a container); with ``of`` it is the namespace of the
+    running process ``of`` (how ``exec`` joins one).  Returns the child's
+    host PID in the parent and 0 in the child, like ``os.fork``.
+
+    After the fork the parent joins its own PID namespace again: the kernel
+    keeps pointing the parent's *future* children at the other namespace,
+    and once a new namespace's PID 1 has exited, "a subsequent fork(2)
+    [...] will fail with ENOMEM" (pid_namespaces(7)).  The parent is the
+    container's monitor and must be able to fork helpers afterwards.
     """
     own_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        host.call(1, "unshare(CLONE_NEWPID)", os.unshare, os.CLONE_NEWPID)
+        if of is None:
+            host.call(1, "unshare(CLONE_NEWPID)", os.unshare, os.CLONE_NEWPID)
+        else:
+            enter(of, ["pid"])
         pid = os.fork()
         if pid != 0:
             os.setns(own_namespace, os.CLONE_NEWPID)

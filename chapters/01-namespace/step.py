@@ -43,7 +43,7 @@ def main():
     host_namespaces = namespace.identity("self")
     sys.stdout.flush()  # a forked child would print the parent's buffered text again
     report_read, report_write = os.pipe()
-    pid = namespace.fork_into_new_pid_namespace()
+    pid = namespace.fork_into_pid_namespace()
     if pid == 0:
         os.close(report_read)
         code = 0

@@ -95,7 +95,7 @@ def run_in_container_root(directory, layer, secret):
     rootfs.create(directory, [layer], driver)
     rootfs.set_hostname_files(directory, "chapter3")
     sys.stdout.flush()  # a forked child would print the parent's buffered text again
-    pid = namespace.fork_into_new_pid_namespace()
+    pid = namespace.fork_into_pid_namespace()
     if pid == 0:
         try:
             namespace.unshare(["mnt", "uts", "ipc"])

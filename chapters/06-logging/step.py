@@ -66,7 +66,7 @@ def join_namespaces():
     ready_read, ready_write = os.pipe()
     done_read, done_write = os.pipe()
     sys.stdout.flush()  # a forked child would print the parent's buffered text again
-    container = namespace.fork_into_new_pid_namespace()
+    container = namespace.fork_into_pid_namespace()
     if container == 0:
         namespace.unshare(["uts"])
         namespace.set_hostname("in-the-box")
