@@ -231,7 +231,10 @@ class Store:
                         and not os.path.exists(f"/proc/{maker}"):
                     host.narrate(4, f"remove {name}, left by a killed command")
                     path = os.path.join(directory, name)
-                    shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+                    # Another command (or another layer's thread of this
+                    # pull) may be removing the same leftover right now.
+                    with contextlib.suppress(FileNotFoundError):
+                        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
 
     # the index
 
@@ -298,6 +301,19 @@ class Store:
             referenced.add(manifest["config"]["digest"])
             referenced.update(layer["digest"] for layer in manifest["layers"])
         return referenced
+
+    def referenced_layer_directories(self):
+        """The unpacked layer directories a named (or cached) image needs."""
+        directories = set()
+        for entry in self.index()["manifests"]:
+            try:
+                manifest = self.read_json(entry["digest"])
+                config = self.read_json(manifest["config"]["digest"])
+            except FileNotFoundError:
+                continue
+            directories.update(self.layer_path(diff_id)
+                               for diff_id in config.get("rootfs", {}).get("diff_ids", []))
+        return directories
 
     def add_untagged(self, manifest_digest):
         """List a manifest in the index without a name (Docker's ``<none>``)."""
@@ -369,57 +385,93 @@ class Store:
         return os.path.join(self.layers, diff_id.removeprefix("sha256:"))
 
     def unpack_layer(self, blob_digest, diff_id, media_type):
-        """Unpack a layer blob once; later images share the directory.
-
-        The uncompressed stream is hashed as it is unpacked: if it is not
-        the diff id the image config promised, the layer is thrown away.
-        """
+        """Unpack a stored layer blob once; later images share the directory."""
         target = self.layer_path(diff_id)
         if os.path.isdir(target):
             return target
+        with host.locked(target + ".lock"):
+            if not os.path.isdir(target):
+                with open(self.blob_path(blob_digest), "rb") as blob:
+                    staging = self.unpack_into_staging(blob, blob_digest, diff_id, media_type)
+                self.install_layer(staging, diff_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target + ".lock")
+        return target
+
+    def unpack_into_staging(self, blob, blob_digest, diff_id, media_type):
+        """Unpack a layer from its blob's bytes into a new hidden directory; return it.
+
+        ``blob`` is anything with ``read``: the stored file, or the bytes
+        still arriving from a registry.  The uncompressed stream is hashed
+        as it is unpacked: if it is not the diff id the image config
+        promised, the directory is thrown away.
+        """
         import gzip
         import tarfile
         import tempfile
 
-        with host.locked(target + ".lock"):
-            if os.path.isdir(target):
-                return target
-            staging = tempfile.mkdtemp(dir=self.layers, prefix=f".unpack-{os.getpid()}-")
-            try:
-                host.narrate(4, f"unpack layer {diff_id[:19]} into {target}")
-                with open(self.blob_path(blob_digest), "rb") as blob:
-                    stream = _Hashing(decompressed(blob, media_type))
-                    try:
-                        unpack(stream, staging)
-                        stream.drain()
-                    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
-                        if isinstance(error, OSError) and error.errno in (errno.ENOSPC,
-                                                                          errno.EDQUOT):
-                            raise  # the command line says the disk is full
-                        if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile):
-                            # A path the kernel refuses (ENAMETOOLONG, ELOOP, ...)
-                            # is the layer's fault, not the engine's.
-                            name = os.path.relpath(error.filename or "?", staging)
-                            raise host.EngineError(
-                                f"layer {blob_digest[:19]} cannot be unpacked: {error.strerror}: "
-                                f"{name[:60]}{'...' if len(name) > 60 else ''}")
-                        raise host.EngineError(f"layer {blob_digest[:19]} is not a valid "
-                                               f"{media_type.rsplit('.', 1)[-1]}: {error}")
-                if stream.digest() != diff_id:
-                    raise host.EngineError(f"layer {blob_digest[:19]} unpacks to "
-                                           f"{stream.digest()[:19]}, not the diff id "
-                                           f"{diff_id[:19]} its image config promised")
-                os.rename(staging, target)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(target + ".lock")
-                raise
+        staging = tempfile.mkdtemp(dir=self.layers, prefix=f".unpack-{os.getpid()}-")
         try:
-            os.unlink(target + ".lock")
-        except FileNotFoundError:
-            pass
-        return target
+            host.narrate(4, f"unpack layer {diff_id[:19]} into {self.layer_path(diff_id)}")
+            stream = _Hashing(decompressed(blob, media_type))
+            try:
+                unpack(stream, staging)
+                stream.drain()
+            except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+                if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # the command line says the disk is full
+                if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile):
+                    # A path the kernel refuses (ENAMETOOLONG, ELOOP, ...)
+                    # is the layer's fault, not the engine's.
+                    name = os.path.relpath(error.filename or "?", staging)
+                    raise host.EngineError(
+                        f"layer {blob_digest[:19]} cannot be unpacked: {error.strerror}: "
+                        f"{name[:60]}{'...' if len(name) > 60 else ''}")
+                raise host.EngineError(f"layer {blob_digest[:19]} is not a valid "
+                                       f"{media_type.rsplit('.', 1)[-1]}: {error}")
+            if stream.digest() != diff_id:
+                raise host.EngineError(f"layer {blob_digest[:19]} unpacks to "
+                                       f"{stream.digest()[:19]}, not the diff id "
+                                       f"{diff_id[:19]} its image config promised")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def install_layer(self, staging, diff_id):
+        """Give a checked staging directory its diff id's name; say if it was new.
+
+        If a parallel command installed the same layer first, rename(2)
+        fails with ENOTEMPTY: its directory stays, ours goes.
+        """
+        try:
+            os.rename(staging, self.layer_path(diff_id))
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(staging)
+            return False
+        return True
+
+    def install_blob(self, temporary_path, digest):
+        """Give an already checked (and synced) temporary file its digest's name."""
+        os.chmod(temporary_path, 0o644)
+        os.rename(temporary_path, self.blob_path(digest))
+
+    def sync_directories(self):
+        """Make the renames into ``blobs/`` and ``layers/`` durable.
+
+        fsync(2): "Calling fsync() does not necessarily ensure that the
+        entry in the directory containing the file has also reached disk.
+        For that an explicit fsync() on a file descriptor for the directory
+        is also needed."
+        """
+        for directory in (self.blobs, self.layers):
+            descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
     # writing new images
 
@@ -519,7 +571,7 @@ def decompressed(blob, media_type):
     return blob
 
 
-class _Hashing(io.RawIOBase):
+class _Hashing:
     """A stream that computes the SHA-256 of everything read through it."""
 
     def __init__(self, stream):
@@ -528,14 +580,10 @@ class _Hashing(io.RawIOBase):
         self.stream = stream
         self.hash = hashlib.sha256()
 
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        data = self.stream.read(len(buffer))
-        buffer[:len(data)] = data
+    def read(self, size=-1):
+        data = self.stream.read(size)
         self.hash.update(data)
-        return len(data)
+        return data
 
     def drain(self):
         """Read what tar left after its end marker: it is part of the diff id too."""
@@ -641,6 +689,21 @@ def canonical_json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
+def make_durable(path):
+    """Write everything pending on ``path``'s filesystem to the disk, at once.
+
+    syncfs(2) "is like sync(), but synchronizes just the filesystem
+    containing file referred to by the open file descriptor fd".  Python
+    has no syncfs, coreutils' ``sync --file-system`` (8.24 and later) is
+    one; where it is older (CentOS 7's 8.22) sync(2) does the same for
+    every filesystem.
+    """
+    try:
+        host.run(["sync", "--file-system", path], 4)
+    except host.EngineError as error:
+        host.call(4, f"sync ({error})", os.sync)
+
+
 def file_sha256(path):
     import hashlib
 
@@ -665,7 +728,10 @@ def unpack(stream, target):
     """
     import tarfile
 
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
+    # Large reads: the stream's Python layers (hash, gzip) then run once
+    # per MiB, not once per 10 KiB record.
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 14,
+                      copybufsize=1 << 20) as archive:
         for member in archive:
             name = safe_name(member.name)
             if name is None:

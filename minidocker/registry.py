@@ -82,7 +82,10 @@ DEFAULT_INSECURE = ("localhost", "127.0.0.1", "::1")
 MANIFEST_LIMIT = 4 * 1024 * 1024
 ATTEMPTS = 3
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
-CHUNK = 1 << 16
+CHUNK = 1 << 20
+#: Layers downloaded at once, each on its own connection (Docker's default
+#: ``max-concurrent-downloads`` is 3).
+PARALLEL_LAYERS = 3
 TIMEOUT = 60
 
 
@@ -137,14 +140,12 @@ def _pull_from(client, reference, wanted, progress, store):
         for layer in document["layers"]:
             check_layer_media_type(layer)
         added += store_blob_bytes(store, config_bytes, document["config"]["digest"])
+        staged = fetch_layers(client, repository, document["layers"],
+                              config["rootfs"]["diff_ids"], store, progress)
+        install_layers(store, staged, added, unpacked)
         for layer in document["layers"]:
-            added += download_layer(client, repository, layer, store, progress)
-        added += store_blob_bytes(store, manifest["bytes"], manifest_digest)
-        for layer, diff_id in zip(document["layers"], config["rootfs"]["diff_ids"]):
-            if not os.path.isdir(store.layer_path(diff_id)):
-                store.unpack_layer(layer["digest"], diff_id, layer["mediaType"])
-                unpacked.append(store.layer_path(diff_id))
             progress.update(short(layer["digest"]), "Pull complete")
+        added += store_blob_bytes(store, manifest["bytes"], manifest_digest)
     except BaseException:
         undo_pull(store, added, unpacked)
         raise
@@ -159,9 +160,9 @@ def _pull_from(client, reference, wanted, progress, store):
 def undo_pull(store, blobs, layer_directories):
     """Remove what a failed pull added, so the store is as it was.
 
-    Under the store's lock, and sparing any blob an image was tagged with
-    meanwhile: a parallel pull of an image sharing a layer may have found
-    the blob already there and used it.
+    Under the store's lock, and sparing any blob or unpacked layer an image
+    was tagged with meanwhile: a parallel pull of an image sharing a layer
+    may have found it already there and used it.
     """
     with host.locked(store.lock_path):
         in_use = store.referenced_blobs()
@@ -170,9 +171,13 @@ def undo_pull(store, blobs, layer_directories):
                 continue
             host.narrate(4, f"pull failed: remove blob {short(digest)} again")
             os.unlink(store.blob_path(digest))
-    for directory in layer_directories:
-        host.narrate(4, f"pull failed: remove unpacked layer {os.path.basename(directory)[:12]}")
-        shutil.rmtree(directory)
+        layers_in_use = store.referenced_layer_directories()
+        for directory in layer_directories:
+            if directory in layers_in_use or not os.path.isdir(directory):
+                continue
+            host.narrate(4, f"pull failed: remove unpacked layer "
+                            f"{os.path.basename(directory)[:12]}")
+            shutil.rmtree(directory)
 
 
 def store_blob_bytes(store, data, digest):
@@ -183,25 +188,178 @@ def store_blob_bytes(store, data, digest):
     return [digest]
 
 
-def download_layer(client, repository, descriptor, store, progress):
-    """Download one layer blob into the store, checked; say if it was new."""
-    digest = descriptor["digest"]
+# -- layers: downloaded a few at a time, unpacked as they arrive --------------
+
+class StagedLayer:
+    """What one layer's fetch left ready, still hidden from the store.
+
+    ``blob`` is a checked temporary file to rename to the layer's digest,
+    ``directory`` a checked staging directory to rename to its diff id;
+    either is None when the store has that part already.
+    """
+
+    def __init__(self, digest, diff_id, blob=None, directory=None):
+        self.digest, self.diff_id, self.blob, self.directory = digest, diff_id, blob, directory
+
+    def discard(self):
+        if self.blob and os.path.exists(self.blob):
+            os.unlink(self.blob)
+        if self.directory and os.path.isdir(self.directory):
+            shutil.rmtree(self.directory)
+
+
+class Cancelled(Exception):
+    """Another layer of the same pull failed; this one stopped early."""
+
+
+def fetch_layers(client, repository, layers, diff_ids, store, progress):
+    """Fetch every layer the store lacks, ``PARALLEL_LAYERS`` at a time.
+
+    Each layer takes one pass over its bytes: as they arrive from the socket
+    they are hashed, written to a temporary blob, decompressed, hashed again
+    (the diff id) and unpacked into a staging directory.  A layer is checked
+    whole before anything of it becomes visible.  The threads overlap well
+    because the heavy steps (``recv``, SHA-256, zlib, ``write``) release the
+    GIL.  If one layer fails, the others stop at their next chunk and
+    everything staged is thrown away.  Returns the :class:`StagedLayer` list.
+    """
+    import threading
+
+    jobs, seen_digests, seen_diff_ids = [], set(), set()
+    for descriptor, diff_id in zip(layers, diff_ids):
+        if descriptor["digest"] in seen_digests:
+            continue  # the same layer twice in one image is fetched once
+        seen_digests.add(descriptor["digest"])
+        # A second blob with the same content (another compression) is only
+        # downloaded: the first one unpacks the directory they share.
+        unpack = diff_id not in seen_diff_ids
+        seen_diff_ids.add(diff_id)
+        jobs.append((descriptor, diff_id, unpack))
+    abort = threading.Event()
+    slots = threading.Semaphore(PARALLEL_LAYERS)
+    results = [None] * len(jobs)
+
+    def work(number, descriptor, diff_id, unpack):
+        staged = None
+        try:
+            with slots:
+                staged = fetch_layer(client, repository, descriptor, diff_id, unpack,
+                                     store, progress, abort)
+            if staged.blob or staged.directory:
+                # Durable before install_layers renames it into view; the
+                # next layer downloads meanwhile (see install_layers).
+                image.make_durable(store.root)
+            results[number] = staged
+        except BaseException as error:
+            if staged:
+                staged.discard()
+            results[number] = error
+            abort.set()
+
+    threads = [threading.Thread(target=work, args=(number, *job), daemon=True)
+               for number, job in enumerate(jobs)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException:
+        # Ctrl-C: stop every layer at its next chunk and keep nothing.
+        abort.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join()
+        _discard(results)
+        raise
+    errors = [result for result in results if isinstance(result, BaseException)]
+    if errors:
+        _discard(results)
+        raise next((error for error in errors if not isinstance(error, Cancelled)), errors[0])
+    return results
+
+
+def _discard(results):
+    for result in results:
+        if isinstance(result, StagedLayer):
+            result.discard()
+
+
+def fetch_layer(client, repository, descriptor, diff_id, unpack, store, progress, abort):
+    """Fetch one layer: its blob, its unpacked directory, or both, as the store needs."""
+    digest, media_type = descriptor["digest"], descriptor["mediaType"]
     identifier = short(digest)
-    if store.has_blob(digest):
+    if abort.is_set():
+        raise Cancelled()
+    have_blob = store.has_blob(digest)
+    unpack = unpack and not os.path.isdir(store.layer_path(diff_id))
+    if have_blob and not unpack:
         progress.update(identifier, "Already exists")
-        return []
+        return StagedLayer(digest, diff_id)
+    if have_blob:
+        with open(store.blob_path(digest), "rb") as blob:
+            return StagedLayer(digest, diff_id, directory=store.unpack_into_staging(
+                blob, digest, diff_id, media_type))
     progress.update(identifier, "Pulling fs layer")
+
+    def receive(reader):
+        if not unpack:
+            reader.finish()
+            return None
+        try:
+            staging = store.unpack_into_staging(reader, digest, diff_id, media_type)
+        except host.EngineError:
+            # Bytes that are not the blob the manifest names explain any
+            # unpacking failure; say that first.
+            reader.finish()
+            raise
+        try:
+            reader.finish()
+        except BaseException:
+            shutil.rmtree(staging)
+            raise
+        return staging
+
     temporary = store.temporary_file()
     try:
-        client.download_blob(repository, descriptor, temporary,
-                             lambda done: progress.bytes(identifier, done, descriptor["size"]))
-        progress.update(identifier, "Verifying Checksum")
-        store.put_blob_file(temporary, expected_digest=digest)
-    finally:
+        directory = client.fetch_blob(
+            repository, descriptor, receive, copy_to=temporary, abort=abort,
+            report=lambda done: progress.bytes(identifier, done, descriptor["size"]))
+    except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        raise
     progress.update(identifier, "Download complete")
-    return [digest]
+    return StagedLayer(digest, diff_id, blob=temporary, directory=directory)
+
+
+def install_layers(store, staged, added, unpacked):
+    """Give staged layers their names, then make the names durable.
+
+    Durability is bought once per layer, not per file: fsync(2) of each of
+    a layer's hundreds of files would cost a disk flush each.  When a layer
+    is staged, one syncfs(2) of the store's filesystem (``make_durable``,
+    called by :func:`fetch_layers` while other layers still download)
+    writes its blob and all its files at once; only after that do these
+    renames give them their names.  A crash before the renames leaves
+    hidden temporaries (the next command removes them); a crash after finds
+    complete content under every name, never a blob or a layer whose name
+    promises bytes that did not reach the disk.  The renames themselves are
+    made durable before the image gets its tag.
+    """
+    try:
+        for layer in staged:
+            if layer.blob:
+                if not store.has_blob(layer.digest):
+                    added.append(layer.digest)
+                store.install_blob(layer.blob, layer.digest)
+                layer.blob = None
+            if layer.directory:
+                if store.install_layer(layer.directory, layer.diff_id):
+                    unpacked.append(store.layer_path(layer.diff_id))
+                layer.directory = None
+        store.sync_directories()
+    finally:
+        _discard(staged)
 
 
 # -- what a manifest must say ----------------------------------------------
@@ -500,11 +658,14 @@ class Client:
             urllib.request.HTTPSHandler(context=self.tls_context()), _NoErrorRedirects())
 
     def tls_context(self):
-        context = ssl.create_default_context()
         if not self.verify:
+            # Nothing to verify, so no CA bundle to load: create_default_context()
+            # would spend ~50 ms reading the system's certificates for nothing.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
             return context
+        context = ssl.create_default_context()
         certificate = os.path.join(host.engine_root(), "certs.d", self.host, "ca.crt")
         if os.path.exists(certificate):
             context.load_verify_locations(cafile=certificate)
@@ -732,22 +893,27 @@ class Client:
             raise host.EngineError(f"config blob {descriptor['digest']} is too large")
         response = self.request("GET", f"/v2/{repository}/blobs/{descriptor['digest']}",
                                 scope=f"repository:{repository}:pull")
-        body = read_checked(response, descriptor, lambda done: None, None)
-        return body
+        try:
+            return read_checked(response, descriptor)
+        except ShortBlob as error:
+            raise host.EngineError(str(error))
 
-    def download_blob(self, repository, descriptor, path, report):
-        """Stream a blob into ``path``; check its size and digest.
+    def fetch_blob(self, repository, descriptor, receive, copy_to=None, abort=None,
+                   report=None):
+        """Stream a blob through ``receive(reader)``, checked; return what it returns.
 
-        A connection that drops before the promised size is retried from the
-        start (the file is truncated first); a wrong digest is not retried.
+        ``reader`` is a :class:`BlobReader`: what ``receive`` reads from it is
+        hashed, counted and copied to ``copy_to``, and ``receive`` calls
+        ``reader.finish()`` to check size and digest.  A connection that
+        drops before the promised size is retried from the start; a wrong
+        digest is not retried.
         """
         for attempt in range(1, ATTEMPTS + 1):
             response = self.request("GET", f"/v2/{repository}/blobs/{descriptor['digest']}",
                                     scope=f"repository:{repository}:pull")
             try:
-                with open(path, "wb") as target:
-                    read_checked(response, descriptor, report, target)
-                return
+                with BlobReader(response, descriptor, copy_to, report, abort) as reader:
+                    return receive(reader)
             except ShortBlob as error:
                 if attempt == ATTEMPTS:
                     raise host.EngineError(str(error))
@@ -790,45 +956,85 @@ class ShortBlob(Exception):
     """The connection closed before the blob's promised size arrived."""
 
 
-def read_checked(response, descriptor, report, target):
-    """Read a blob's body, checking size and digest; write it to ``target``.
+class BlobReader:
+    """A blob's body as it arrives, checked on the way.
 
-    Never reads more than one byte past the promised size, so a hostile
-    server cannot fill the disk.  Returns the bytes when ``target`` is None.
+    Whatever reads it (a tar unpacker, gzip, a plain copy) gets the bytes
+    while they are hashed, counted and, with ``copy_to``, written to a file,
+    so one pass over the bytes stores, verifies and unpacks a layer.  It
+    never reads more than one byte past the promised size, so a hostile
+    server cannot fill the disk; a connection that ends early is a
+    :class:`ShortBlob`.  :meth:`finish` reads what the reader left and
+    checks size and digest.
     """
-    expected_size, expected_digest = descriptor["size"], descriptor["digest"]
-    digest = hashlib.sha256()
-    collected = []
-    done = 0
-    try:
-        while done <= expected_size:
-            chunk = response.read(min(CHUNK, expected_size + 1 - done))
-            if not chunk:
-                break
-            digest.update(chunk)
-            done += len(chunk)
-            if target is None:
-                collected.append(chunk)
-            else:
-                target.write(chunk)
-            report(done)
-    except (http.client.IncompleteRead, ConnectionError, TimeoutError, socket.timeout) as error:
-        raise ShortBlob(f"blob {expected_digest}: truncated, the connection broke after "
-                        f"{done} of {expected_size} bytes ({describe_error(error)})")
-    finally:
-        response.close()
-    if done < expected_size:
-        raise ShortBlob(f"blob {expected_digest}: truncated, got {done} of "
-                        f"{expected_size} bytes")
-    if done > expected_size:
-        raise host.EngineError(f"blob {expected_digest}: the registry sent more than the "
-                               f"{expected_size} bytes the manifest promised; refusing it")
-    found = "sha256:" + digest.hexdigest()
-    if found != expected_digest:
-        raise host.EngineError(f"blob {expected_digest}: the registry sent content with "
-                               f"digest {found}; refusing it")
-    host.narrate(4, f"    verified {expected_digest} ({done} bytes)")
-    return b"".join(collected)
+
+    def __init__(self, response, descriptor, copy_to=None, report=None, abort=None):
+        import hashlib
+
+        self.response = response
+        self.expected_size, self.expected_digest = descriptor["size"], descriptor["digest"]
+        self.hash = hashlib.sha256()
+        self.done = 0
+        self.copy = open(copy_to, "wb") if copy_to else None
+        self.report = report
+        self.abort = abort
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.response.close()
+        if self.copy:
+            self.copy.close()
+
+    def read(self, size=-1):
+        if self.abort is not None and self.abort.is_set():
+            raise Cancelled()
+        room = self.expected_size + 1 - self.done
+        size = min(room, CHUNK if size is None or size < 0 else size)
+        try:
+            chunk = self.response.read(size)
+        except (http.client.IncompleteRead, ConnectionError, TimeoutError,
+                socket.timeout) as error:
+            raise ShortBlob(f"blob {self.expected_digest}: truncated, the connection broke "
+                            f"after {self.done} of {self.expected_size} bytes "
+                            f"({describe_error(error)})")
+        if not chunk:
+            if self.done < self.expected_size:
+                raise ShortBlob(f"blob {self.expected_digest}: truncated, got {self.done} of "
+                                f"{self.expected_size} bytes")
+            return chunk
+        self.done += len(chunk)
+        if self.done > self.expected_size:
+            raise host.EngineError(f"blob {self.expected_digest}: the registry sent more than "
+                                   f"the {self.expected_size} bytes the manifest promised; "
+                                   "refusing it")
+        self.hash.update(chunk)
+        if self.copy:
+            self.copy.write(chunk)
+        if self.report:
+            self.report(self.done)
+        return chunk
+
+    def finish(self):
+        """Read to the end; raise unless the size and the digest are the promised ones."""
+        while self.read(CHUNK):
+            pass
+        found = "sha256:" + self.hash.hexdigest()
+        if found != self.expected_digest:
+            raise host.EngineError(f"blob {self.expected_digest}: the registry sent content "
+                                   f"with digest {found}; refusing it")
+        if self.copy:
+            self.copy.close()
+        host.narrate(4, f"    verified {self.expected_digest} ({self.done} bytes)")
+
+
+def read_checked(response, descriptor):
+    """Read a small blob (a config) into memory, checked as :class:`BlobReader` checks."""
+    with BlobReader(response, descriptor) as reader:
+        body = b"".join(iter(lambda: reader.read(CHUNK), b""))
+        reader.finish()
+    return body
 
 
 # -- small helpers ---------------------------------------------------------
@@ -896,26 +1102,32 @@ class Progress:
     """
 
     def __init__(self, stream):
+        import threading
+
         self.stream = stream
         self.terminal = bool(stream) and stream.isatty()
         self.lines = []
         self.last_draw = 0.0
+        # Layers download in parallel threads; one line is drawn at a time.
+        self.drawing = threading.Lock()
 
     def say(self, text):
         if self.stream:
-            self.stream.write(text + "\n")
-            self.stream.flush()
-            if self.terminal:
-                self.lines = []
+            with self.drawing:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+                if self.terminal:
+                    self.lines = []
 
     def update(self, identifier, status):
         if not self.stream:
             return
-        if not self.terminal:
-            self.stream.write(f"{identifier}: {status}\n")
-            self.stream.flush()
-            return
-        self._draw(identifier, status)
+        with self.drawing:
+            if not self.terminal:
+                self.stream.write(f"{identifier}: {status}\n")
+                self.stream.flush()
+                return
+            self._draw(identifier, status)
 
     def bytes(self, identifier, done, total):
         if not self.terminal:
@@ -928,7 +1140,8 @@ class Progress:
         filled = width * done // total if total else width
         bar = "[" + "=" * max(filled - 1, 0) + (">" if filled < width else "=") + \
             " " * (width - filled) + "]"
-        self._draw(identifier, f"Downloading {bar} {human_size(done)}/{human_size(total)}")
+        with self.drawing:
+            self._draw(identifier, f"Downloading {bar} {human_size(done)}/{human_size(total)}")
 
     def _draw(self, identifier, status):
         if identifier not in self.lines:
