@@ -130,9 +130,9 @@ class Limits:
             raise host.EngineError(
                 f"invalid CPU shares {self.cpu_shares}: the value must not be negative")
         if self.pids_limit == 1:
-            # minidocker's own rule: PID 1 joins its group first and then
-            # still starts host tools (mount) one at a time while it sets
-            # up the root, so it needs room for one more process.
+            # minidocker's own rule: PID 1 may already be in its group
+            # while it still starts host tools (mount, then setpriv's
+            # chain) one at a time, so it needs room for one more process.
             raise host.EngineError(
                 "--pids-limit must be at least 2: minidocker starts host tools "
                 "from inside the container's cgroup while it sets up the root")
@@ -330,11 +330,12 @@ class Cgroup:
     def join(self, pid=0):
         """Move a process (0: the caller) into the group, in every hierarchy.
 
-        The container's child calls this before it unshares its cgroup
-        namespace and before it runs the user's command, so the command's
-        first instruction already runs under the limits.  cgroups(7): "Writing
-        the value 0 to a cgroup.procs file causes the writing process to be
-        moved to the corresponding cgroup."
+        The monitor calls this with the PID of the container's PID 1 before
+        PID 1 unshares its cgroup namespace and runs the user's command, so
+        the command's first instruction already runs under the limits; an
+        ``exec``'d process calls it with 0.  cgroups(7): "Writing the value 0
+        to a cgroup.procs file causes the writing process to be moved to the
+        corresponding cgroup."
         """
         for directory in self.directories():
             _write(os.path.join(directory, "cgroup.procs"), str(pid))

@@ -228,13 +228,14 @@ def create(store, image_name, options):
         materialize_volumes(mounts, image_config, layers)
         rootfs.create(draft, layers, driver)
         rootfs.set_hostname_files(draft, config["Config"]["Hostname"])
-        with host.locked(os.path.join(host.engine_root(), "names.lock")):
+        with names_locked():
             name = options.get("name") or unused_name()
             check_name_is_free(name)
             config["Name"] = "/" + name
             host.write_atomically(os.path.join(draft, "config.json"), json.dumps(config, indent=2))
             host.write_atomically(os.path.join(draft, "state.json"), json.dumps(new_state()))
             os.rename(draft, os.path.join(directory, identifier))
+            claim_name(name, identifier)
     except BaseException:
         rootfs.remove_path(draft)
         remove_anonymous_volumes(mounts)
@@ -405,16 +406,80 @@ def parse_volume(spec):
             "Propagation": "rprivate"}
 
 
+# -- names: one small file each, so a new name is checked without reading every record
+
+@contextlib.contextmanager
+def names_locked():
+    """Hold the engine's names lock; the names directory is read and written under it.
+
+    The first time (an engine root made before names had files), every
+    existing container's name is written down.
+    """
+    with host.locked(os.path.join(host.engine_root(), "names.lock")):
+        if not os.path.isdir(_names_directory()):
+            os.makedirs(_names_directory() + ".new", exist_ok=True)
+            for container in all_containers():
+                _write_name_file(_names_directory() + ".new", container.name, container.id)
+            os.rename(_names_directory() + ".new", _names_directory())
+        yield
+
+
+def _names_directory():
+    return os.path.join(host.engine_root(), "names")
+
+
+def _write_name_file(directory, name, identifier):
+    with open(os.path.join(directory, name), "w") as handle:
+        handle.write(identifier)
+
+
+def name_owner(name):
+    """Return the id of the container called ``name``, or None.
+
+    A name file is only a hint: a command killed half way may leave one
+    behind, so it counts only if its container exists and still has that
+    name.
+    """
+    try:
+        with open(os.path.join(_names_directory(), name)) as handle:
+            identifier = handle.read()
+    except FileNotFoundError:
+        return None
+    try:
+        with open(os.path.join(containers_directory(), identifier, "config.json")) as handle:
+            current = json.load(handle)["Name"].lstrip("/")
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return identifier if current == name else None
+
+
+def claim_name(name, identifier):
+    """Write down that ``name`` is the container ``identifier``'s (under the names lock)."""
+    _write_name_file(_names_directory(), name, identifier)
+
+
+def release_name(name, identifier):
+    """Forget ``name`` if it is still the container ``identifier``'s."""
+    with names_locked():
+        path = os.path.join(_names_directory(), name)
+        try:
+            with open(path) as handle:
+                if handle.read() == identifier:
+                    os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def check_name_is_free(name):
     if not NAME_PATTERN.match(name):
         raise host.EngineError(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    for container in all_containers():
-        if container.name == name.lstrip("/"):
-            raise host.EngineError(
-                f'Conflict. The container name "/{name}" is already in use by container '
-                f'"{container.id}". You have to remove (or rename) that container to be able '
-                "to reuse that name.")
+    owner = name_owner(name.lstrip("/"))
+    if owner:
+        raise host.EngineError(
+            f'Conflict. The container name "/{name.lstrip("/")}" is already in use by container '
+            f'"{owner}". You have to remove (or rename) that container to be able '
+            "to reuse that name.")
 
 
 ADJECTIVES = ("brave", "calm", "eager", "fond", "gentle", "happy", "keen", "lucid",
@@ -425,13 +490,12 @@ SCIENTISTS = ("curie", "dijkstra", "euler", "hopper", "kepler", "lovelace", "noe
 
 def unused_name():
     """A random ``adjective_scientist`` name, as Docker gives."""
-    taken = {container.name for container in all_containers()}
     while True:
         number = int.from_bytes(os.urandom(2))
         name = f"{ADJECTIVES[number % len(ADJECTIVES)]}_{SCIENTISTS[(number >> 4) % len(SCIENTISTS)]}"
-        if name in taken:
+        if name_owner(name):
             name += str(number % 100)
-        if name not in taken:
+        if not name_owner(name):
             return name
 
 
@@ -454,8 +518,9 @@ def start(container, attach=True, terminal_size=None, on_running=None):
     ``attach`` the output is also copied to the caller's own streams.
     ``on_running`` is called once the user's command has started.
     """
-    # The group exists, limits written, before PID 1 does: PID 1 joins it
-    # first thing, so nothing the user runs is ever outside it.  A group
+    # The group exists, limits written, before PID 1 does: PID 1 is in it
+    # before the user's command starts, so nothing the user runs is ever
+    # outside it (see _join_and_plug_in).  A group
     # of the same name can only be a leftover of a monitor that was killed.
     group = container_cgroup(container)
     group.destroy()
@@ -485,17 +550,20 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
         os.close(error_read)
         handshake.close()
         _container_process(container, error_write, streams,
-                           child_socket if tty else None, terminal_size,
-                           network_handshake=child_handshake)
+                           child_socket if tty else None, terminal_size, child_handshake)
     os.close(error_write)
     child_handshake.close()
     container.save_state(MonitorPid=os.getpid(), MonitorStartTicks=process_start_ticks(os.getpid()),
                          Pid=pid, PidStartTicks=process_start_ticks(pid))
     try:
-        _plug_network(container, pid, handshake)
+        _join_and_plug_in(container, pid, group, handshake)
     except BaseException as error:
-        os.close(error_read)
-        os.waitpid(pid, 0)  # PID 1 ends by itself: it was never told to go
+        # PID 1 ends by itself, never told to go; if it failed first (its
+        # root, its command), its own reason is the one to report.
+        failure = _read_all(error_read)
+        os.waitpid(pid, 0)
+        if failure:
+            _report_failure(container, failure)
         message = str(error) if isinstance(error, host.EngineError) else repr(error)
         finish(container, exit_code=getattr(error, "exit_code", 125), error=message)
         raise
@@ -508,9 +576,7 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
     failure = _read_all(error_read)
     if failure:
         os.waitpid(pid, 0)
-        code, _, message = failure.decode(errors="replace").partition("\t")
-        finish(container, exit_code=int(code), error=message)
-        raise host.EngineError(message, exit_code=int(code))
+        _report_failure(container, failure)
     container.save_state(Status="running", Running=True, Restarting=False,
                          StartedAt=logs.timestamp(), ExitCode=0, Error="")
     logs.narrate_monitor(container.id, pid)
@@ -610,25 +676,41 @@ def _forwarded_signals(pid, resizable_relay=None):
             signal.signal(number, handler)
 
 
-def _plug_network(container, pid, handshake):
-    """Connect PID 1 to its network while it waits, then tell it to go (chapter 5).
+def _join_and_plug_in(container, pid, group, handshake):
+    """Put PID 1 in its cgroup and on its network, then tell it to go (chapters 2 and 5).
 
-    PID 1 says "ready" once it is in its own network namespace; the veth
-    pair, the address and the published ports are made from out here, in
-    the host's namespaces, and only then may it build its root and run the
-    user's command.  If PID 1 failed before "ready", its error pipe says why.
+    PID 1 says "ready" once it is in its own namespaces, and goes on to
+    build its root while the monitor works out here, in the host's
+    namespaces: it moves PID 1 into the group, makes the veth pair, the
+    address and the published ports.  PID 1 runs the user's command only
+    after "go", so the command's first instruction already runs under the
+    limits.  The two overlap because the first write to a cgroup v1
+    ``cgroup.procs`` waits for an RCU grace period in the kernel (~12 ms
+    here), about as long as PID 1 takes to mount its root.  If PID 1
+    failed before "ready", its error pipe says why.
     """
     with handshake:
         if handshake.recv(1) != b"r":
             return
+        group.join(pid)
         settings = network.connect(container.id, pid,
                                    network.request_for(container.config, container.directory))
         container.save_state(NetworkSettings=settings)
-        handshake.sendall(b"g")
+        try:
+            handshake.sendall(b"g")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # PID 1 failed while building its root: its error pipe says why
+
+
+def _report_failure(container, failure):
+    """Record and raise the error PID 1 sent before it could run the command."""
+    code, _, message = failure.decode(errors="replace").partition("\t")
+    finish(container, exit_code=int(code), error=message)
+    raise host.EngineError(message, exit_code=int(code))
 
 
 def _disconnect_network(container):
-    """Give back what :func:`_plug_network` took: cable, address, ports (chapter 5)."""
+    """Give back what :func:`_join_and_plug_in` took: cable, address, ports (chapter 5)."""
     if not os.path.exists(os.path.join(container.directory, "state.json")):
         return  # removed already (--rm) by a monitor that disconnected first
     settings = refresh(container).state.get("NetworkSettings")
@@ -657,7 +739,7 @@ def _read_all(descriptor):
 
 
 def _container_process(container, error_pipe, streams, terminal_socket, terminal_size,
-                       network_handshake=None):
+                       handshake):
     """Become the container's PID 1; never returns.
 
     Any failure before the user's command starts is written to
@@ -667,22 +749,16 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
     try:
         restore_default_signals()
         config = container.config
-        # Join before unsharing the cgroup namespace, whose root is the
-        # group the process is in at that moment (cgroup_namespaces(7)).
-        container_cgroup(container).join()
         host_network = config["HostConfig"].get("NetworkMode") == "host"
-        namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net", "cgroup")
+        namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net")
                            if kind in namespace.available()
                            and not (kind == "net" and host_network)])
         namespace.set_hostname(config["Config"]["Hostname"])
         if not host_network:
             bring_loopback_up()
-        if network_handshake is not None:
-            # network: the monitor plugs the network in now (chapter 5)
-            network_handshake.sendall(b"r")
-            if network_handshake.recv(1) != b"g":
-                os._exit(125)  # the monitor failed, and reports why itself
-            network_handshake.close()
+        # The monitor now moves this process into its cgroup and plugs in
+        # its network (chapters 2 and 5) while it builds its root.
+        handshake.sendall(b"r")
         merged, workdir, terminal = rootfs.build(
             container.directory, config["LayerDirectories"], config["Driver"],
             read_only=config["HostConfig"]["ReadonlyRootfs"], volumes=config["Mounts"],
@@ -697,6 +773,14 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         if config["Config"]["Tty"]:
             environment.setdefault("TERM", "xterm")
         rootfs.find_command(merged, config["Path"], environment.get("PATH", DEFAULT_PATH))
+        if handshake.recv(1) != b"g":
+            os._exit(125)  # the monitor failed, and reports why itself
+        handshake.close()
+        # Unshared only now, in its group: the new cgroup namespace's root
+        # is "the cgroup of the process at the time of the unshare"
+        # (cgroup_namespaces(7)).
+        if "cgroup" in namespace.available():
+            namespace.unshare(["cgroup"])
         if terminal:
             master, slave = terminal
             socket.send_fds(terminal_socket, [b"t"], [master])
@@ -936,6 +1020,7 @@ def remove_files(container):
         os.rename(container.directory, doomed)
     except FileNotFoundError:
         return  # another command removed it meanwhile
+    release_name(container.name, container.id)
     rootfs.remove(doomed)
 
 
@@ -1106,10 +1191,15 @@ def parse_restart_policy(text):
 
 def rename(container, new_name):
     """Give a container a new name (``rename``); the name must be free."""
-    with host.locked(os.path.join(host.engine_root(), "names.lock")):
+    with names_locked():
         check_name_is_free(new_name)
+        old_name = container.name
         container.config["Name"] = "/" + new_name.lstrip("/")
         container.save_config()
+        claim_name(container.name, container.id)
+        if old_name != container.name:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(_names_directory(), old_name))
 
 
 def prune():
