@@ -152,6 +152,15 @@ class Completed:
         self.args, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
 
 
+def tool_path(name):
+    """Return where the host tool ``name`` is, searched in $PATH as a shell would."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    raise EngineError(f"the host tool {name!r} is not installed")
+
+
 def run(argv, chapter, *, check=True, capture=False, input=None, env=None):
     """Run one of the host's tools and return a :class:`Completed`.
 
