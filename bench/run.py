@@ -281,11 +281,10 @@ class Bench:
         if self.podman:
             self.podman.remove_everything()
         if not self.minidocker_setup:
-            ids = subprocess.run(self.minidocker.argv("ps", "-aq"), capture_output=True,
-                                 text=True, env=self.minidocker.environment()).stdout.split()
-            if ids:
-                subprocess.run(self.minidocker.argv("rm", "-f", *ids), capture_output=True,
-                               env=self.minidocker.environment())
+            # Containers, and the bridges and rules of the networks, which
+            # outlive their containers (and the private mount namespace).
+            subprocess.run(self.minidocker.argv("system", "reset", "--force"),
+                           capture_output=True, env=self.minidocker.environment())
 
 
 def make_bundle(bundle, tarball):

@@ -30,6 +30,12 @@ step and works from the container's recorded settings alone, or even
 without them, because every host object it made carries the container's or
 the network's id in its name or comment.
 
+A network's bridge lives as long as the network, as Docker's ``docker0``
+lives as long as the daemon's default network: the first container brings
+it up, the last one leaves it standing, and only ``network rm`` (or
+``system reset``) takes it down.  So a container's start usually finds the
+bridge ready and only plugs its cable in.
+
 Everything in the host's tables lives in minidocker's own chains
 (``MINIDOCKER``, ``MINIDOCKER-POSTROUTING``, ``MINIDOCKER-FORWARD``,
 ``MINIDOCKER-INPUT``), which exist only while some minidocker bridge does.
@@ -116,7 +122,10 @@ def connect(container_id, pid, request):
 
 
 def disconnect(container_id, settings=None):
-    """Undo :func:`connect`: rules, cable, address, and the bridge if it was the last.
+    """Undo :func:`connect`: the container's rules, its cable and its address.
+
+    The network's bridge stays up for the next container (see
+    :func:`bridge_is_ready`).
 
     Safe to call twice, after a half-finished :func:`connect`, and after the
     monitor that connected the container was killed: whatever is already
@@ -227,8 +236,7 @@ def create_network(name, subnet=None, gateway=None, driver="bridge"):
     """Create a user-defined bridge network and return its record.
 
     Only the record is written here.  The bridge itself appears when the
-    first container joins and goes when the last one leaves, so an idle
-    network costs the host nothing.
+    first container joins, and stays until the network is removed.
     """
     _check_network_name(name)
     if driver != "bridge":
@@ -244,7 +252,11 @@ def create_network(name, subnet=None, gateway=None, driver="bridge"):
 
 
 def remove_network(name):
-    """Remove a user-defined network; refused while a container uses it."""
+    """Remove a user-defined network, its bridge and its rules.
+
+    Refused while a container uses it.  With the last minidocker bridge on
+    the host, minidocker's chains go too.
+    """
     if name in BUILTIN_NETWORKS:
         raise host.EngineError(f"{name} is a pre-defined network and cannot be removed",
                                exit_code=1)
@@ -255,7 +267,42 @@ def remove_network(name):
             raise host.EngineError(
                 f"error while removing network: network {name} id {record['Id'][:12]} "
                 f"has active endpoints ({users})", exit_code=1)
+        tear_down_bridge(record)
         os.unlink(_record_path(name))
+
+
+def prune_networks():
+    """Remove every user-defined network no container uses; return their names."""
+    removed = []
+    with _networks_lock():
+        for record in _all_records():
+            if record["Name"] in BUILTIN_NETWORKS or record["Endpoints"]:
+                continue
+            tear_down_bridge(record)
+            os.unlink(_record_path(record["Name"]))
+            removed.append(record["Name"])
+    return removed
+
+
+def remove_all_networks():
+    """Take down every network of this engine root, the default one too.
+
+    For ``system reset``, once the containers are gone: each network's
+    bridge and rules go, minidocker's chains with the last bridge on the
+    host, and the records.  A container still listed on a network (its
+    monitor was killed, its record lost) loses its cable and rules here.
+    Returns the names of the networks that were removed.
+    """
+    removed = []
+    with _networks_lock():
+        for record in _all_records():
+            for container_id in record["Endpoints"]:
+                unplug_cable(container_id)
+                remove_rules_marked(container_comment(container_id))
+            tear_down_bridge(record)
+            os.unlink(_record_path(record["Name"]))
+            removed.append(record["Name"])
+    return removed
 
 
 def list_networks():
@@ -483,7 +530,7 @@ def _join(container_id, name, request, settings):
     """Take an address on network ``name`` and make sure its bridge is up."""
     with _networks_lock():
         record = _read_network(name)
-        if not record["Endpoints"] or not _link_exists(record["Bridge"]):
+        if not bridge_is_ready(record):
             bring_up_bridge(record)
         endpoint = _allocate(record, container_id, request)
         record["Endpoints"][container_id] = endpoint
@@ -494,14 +541,12 @@ def _join(container_id, name, request, settings):
 
 
 def _leave(container_id):
-    """Give the container's addresses back; take a bridge nobody uses down."""
+    """Give the container's addresses back; the bridge stays for the next one."""
     with _networks_lock():
         for record in _all_records():
             if container_id not in record["Endpoints"]:
                 continue
             del record["Endpoints"][container_id]
-            if not record["Endpoints"]:
-                tear_down_bridge(record)
             _save_record(record)
             _write_all_name_files(record)
 
@@ -584,6 +629,31 @@ def _unconnected_settings(mode):
 
 # -- the bridge: a switch on the host, with the gateway's address --------
 
+def bridge_is_ready(record):
+    """Say whether the network's bridge, its address and its rules are all in place.
+
+    A bridge outlives its containers, so most starts find it ready, and
+    this look (three small kernel files and one ``iptables-save``) stands
+    in for the whole set-up.  If anything is missing (the host rebooted,
+    someone deleted the bridge or flushed the tables), :func:`bring_up_bridge`
+    runs again and puts back what is gone.
+    """
+    bridge, subnet = record["Bridge"], ipaddress.ip_network(record["Subnet"])
+    # ip-route(8): the kernel adds the route of an address's subnet (proto
+    # kernel) when the address is added to a link that is up, and deletes
+    # it when the link goes down.  So the route says: the bridge exists, is
+    # up and holds its gateway address.
+    if (subnet, bridge) not in host_routes():
+        return False
+    if _read_setting(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet") != "1" \
+            or _read_setting(FORWARDING) != "1":
+        return False
+    if not rules_are_in_place(record):
+        return False
+    host.narrate(CHAPTER, f"{bridge} is up with its address and rules: nothing to set up")
+    return True
+
+
 def bring_up_bridge(record):
     """Create the network's bridge, give it the gateway address, add its rules.
 
@@ -594,9 +664,13 @@ def bring_up_bridge(record):
         _settle_subnet(record)
         enable_forwarding()
         bridge, gateway = record["Bridge"], f"{record['Gateway']}/{_prefix_length(record)}"
-        commands = [f"addr replace {gateway} dev {bridge}", f"link set {bridge} up"]
+        # The MTU is set apart from "link add": the kernel keeps a bridge's
+        # MTU only when it was set on the bridge itself; one given at
+        # creation falls back to 1500 when the last port leaves.
+        commands = [f"link set {bridge} mtu {uplink_mtu()}",
+                    f"addr replace {gateway} dev {bridge}", f"link set {bridge} up"]
         if not _link_exists(bridge):
-            commands.insert(0, f"link add {bridge} mtu {uplink_mtu()} type bridge")
+            commands.insert(0, f"link add {bridge} type bridge")
         _ip_batch(commands)
         # Published ports on 127.0.0.1 are DNATed to the container, but the
         # kernel drops packets with a loopback address on any other device
@@ -671,6 +745,15 @@ def uplink_mtu():
 
 def _link_exists(name):
     return bool(name) and os.path.exists(f"/sys/class/net/{name}")
+
+
+def _read_setting(path):
+    # None when the file is gone: a link deleted between two looks.
+    try:
+        with open(path) as setting:
+            return setting.read().strip()
+    except FileNotFoundError:
+        return None
 
 
 # -- the cable: a veth pair from the bridge into the container -----------
@@ -780,12 +863,15 @@ def add_network_rules(record):
     """Add the network's rules, and minidocker's chains first if they are missing.
 
     The usual case goes in one iptables-restore transaction: all or
-    nothing, one process instead of thirty.  If the host's tables are not
-    what that expects (a chain already there, left by a crash), the rules go
-    in one command at a time, each checked first.
+    nothing, one process instead of thirty.  Rules the network already has
+    (its bridge was deleted, its rules were not) are replaced, not doubled.
+    If the host's tables are not what that expects (a chain already there,
+    left by a crash), the rules go in one command at a time, each checked
+    first.
     """
-    commands = []
-    if not _chain_exists("filter", "MINIDOCKER-FORWARD"):
+    chains, rules = saved_tables()
+    commands = _deletions_of_marked(rules, network_comment(record))
+    if ("filter", "MINIDOCKER-FORWARD") not in chains:
         commands += [(table, ["-N", chain]) for table, chain in _our_chains()]
         commands += [(table, ["-A", chain, *rule]) for table, chain, rule in SHARED_RULES]
         commands += [(table, ["-I", builtin, "1", *match, "-j", chain])
@@ -815,16 +901,31 @@ def network_rules(record):
     ]
 
 
+def rules_are_in_place(record):
+    """Say whether minidocker's chains, the jumps into them and the network's rules exist."""
+    chains, rules = saved_tables()
+    if not set(_our_chains()) <= chains:
+        return False
+    for table, chain, builtin, _ in HOOKS:
+        if not any(_is_jump(words, builtin, chain) for name, words in rules if name == table):
+            return False
+    marked = [words for _, words in rules if _comment_of(words) == network_comment(record)]
+    return len(marked) == len(network_rules(record))
+
+
 def remove_network_rules(record, last):
     """Remove a network's rules; with ``last``, minidocker's chains as well."""
+    chains, rules = saved_tables()
     if not last:
-        remove_rules_marked(network_comment(record))
+        _delete(_deletions_of_marked(rules, network_comment(record)))
         return
-    commands = [(table, ["-D", builtin, *match, "-j", chain])
-                for table, chain, builtin, match in HOOKS]
-    commands += [(table, [flag, chain]) for table, chain in _our_chains() for flag in ("-F", "-X")]
-    if not _restore(commands):
-        remove_chains()
+    # The jumps go first: iptables refuses to delete a chain that is
+    # still the target of a rule.
+    commands = [(table, ["-D", *words[1:]]) for table, words in rules
+                for _, chain, builtin, _ in HOOKS if _is_jump(words, builtin, chain)]
+    commands += [(table, [flag, chain]) for table, chain in _our_chains()
+                 if (table, chain) in chains for flag in ("-F", "-X")]
+    _delete(commands)
 
 
 def ensure_chains():
@@ -842,31 +943,47 @@ def ensure_chains():
             _iptables(table, "-I", builtin, "1", *match, "-j", chain)
 
 
-def remove_chains():
-    """Remove the jumps into minidocker's chains, then the chains themselves."""
-    for table, chain, builtin, match in HOOKS:
-        while _rule_exists(table, builtin, [*match, "-j", chain]):
-            _iptables(table, "-D", builtin, *match, "-j", chain)
-    for table, chain in _our_chains():
-        if _chain_exists(table, chain):
-            _iptables(table, "-F", chain)
-            _iptables(table, "-X", chain)
-
-
 def remove_rules_marked(comment):
     """Delete every rule in minidocker's chains whose comment is ``comment``."""
+    _, rules = saved_tables()
+    _delete(_deletions_of_marked(rules, comment))
+
+
+def saved_tables():
+    """Read the host's tables with one ``iptables-save``: (chains, rules).
+
+    ``chains`` holds (table, chain) pairs; ``rules`` holds (table, words)
+    for each rule of minidocker's chains and of the built-in chains that
+    jump to them, split the way iptables-restore will read them back.
+    Other chains' rules are skipped unread: a busy host may have thousands.
+    """
     import shlex
 
     dump = host.run(["iptables-save"], CHAPTER, capture=True).stdout.decode()
-    ours = {chain for _, chain in _our_chains()}
-    table, commands = None, []
+    wanted = {chain for _, chain in _our_chains()} | {builtin for _, _, builtin, _ in HOOKS}
+    table, chains, rules = None, set(), []
     for line in dump.splitlines():
         if line.startswith("*"):
             table = line[1:]
-        elif line.startswith("-A ") and line.split()[1] in ours:
-            words = shlex.split(line)
-            if _comment_of(words) == comment:
-                commands.append((table, ["-D", *words[1:]]))
+        elif line.startswith(":"):
+            chains.add((table, line[1:].split()[0]))
+        elif line.startswith("-A ") and line.split()[1] in wanted:
+            rules.append((table, shlex.split(line)))
+    return chains, rules
+
+
+def _deletions_of_marked(rules, comment):
+    ours = {chain for _, chain in _our_chains()}
+    return [(table, ["-D", *words[1:]]) for table, words in rules
+            if words[1] in ours and _comment_of(words) == comment]
+
+
+def _is_jump(words, builtin, chain):
+    return words[1] == builtin and words[-2:] == ["-j", chain]
+
+
+def _delete(commands):
+    """Apply deletions in one transaction, or one by one if iptables-restore refuses."""
     if commands and not _restore(commands):
         for table, arguments in commands:
             _iptables(table, *arguments, check=False)

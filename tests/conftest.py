@@ -48,16 +48,19 @@ def busybox_tar(tmp_path_factory):
 
 @pytest.fixture
 def engine():
-    """A fresh engine root for one test; fails the test if it leaks mounts."""
+    """A fresh engine root for one test; fails the test if it leaks mounts.
+
+    ``system reset --force`` removes its containers and, since a network's
+    bridge and rules outlive its containers, its networks too.
+    """
     root = tempfile.mkdtemp(prefix=leaks.TEMP_ROOT_PREFIX, dir="/tmp")
     engine = Engine(root)
     yield engine
-    ids = engine.run("ps", "-aq").stdout.split()
-    if ids:
-        engine.run("rm", "-f", *ids, timeout=120)
+    reset = engine.run("system", "reset", "--force", timeout=120)
     left = _unmount_everything_under(root)
     shutil.rmtree(root, ignore_errors=True)
     assert not left, f"mounts left under the engine root: {left}"
+    assert reset.returncode == 0, f"system reset --force failed: {reset.stderr}"
 
 
 @pytest.fixture

@@ -69,21 +69,42 @@ def minidocker_rules():
     return [line for line in dump.splitlines() if "minidocker" in line.lower()]
 
 
-def assert_nothing_left(engine, container_ids=()):
-    """Check this engine root left no link, rule or allocation behind.
+def bridges_of(engine):
+    """The bridge names of this engine root's networks (their records, not the host)."""
+    names = [line.split()[1] for line in engine.ok("network", "ls").splitlines()[1:]]
+    records = json.loads(engine.ok("network", "inspect", *names))
+    return {record["Name"]: record["Options"]["com.docker.network.bridge.name"]
+            for record in records if record["Driver"] == "bridge"}
 
-    Only this root's objects are looked for: other engine roots may be
-    busy on the same host (the session's leak check looks at everything).
+
+def assert_nothing_left(engine, container_ids=(), bridges_stay=True):
+    """Check this engine root left no veth, container rule or allocation behind.
+
+    A network's bridge and its own rules outlive its containers (they go
+    with ``network rm`` or ``system reset``); with ``bridges_stay=False``,
+    for a command that never got as far as a network, they must not exist
+    either.  Only this root's objects are looked for: other engine roots
+    may be busy on the same host (the session's leak check looks at
+    everything).
     """
     names = [line.split()[1] for line in engine.ok("network", "ls").splitlines()[1:]]
     records = json.loads(engine.ok("network", "inspect", *names))
-    bridges = [record["Options"]["com.docker.network.bridge.name"]
-               for record in records if record["Driver"] == "bridge"]
+    bridges = [] if bridges_stay else list(bridges_of(engine).values())
     veths = [network.host_interface_name(container_id) for container_id in container_ids]
     assert not set(bridges + veths) & host_links()
     marks = bridges + [container_id[:12] for container_id in container_ids]
     assert [line for line in minidocker_rules() if any(mark in line for mark in marks)] == []
     assert all(record["Containers"] == {} for record in records)
+
+
+def rules_of(bridge):
+    """The rules that carry the comment of the network whose bridge is ``bridge``."""
+    return [line for line in minidocker_rules() if f"minidocker network {bridge}" in line]
+
+
+def gateway_of(engine, name):
+    record = json.loads(engine.ok("network", "inspect", name))[0]
+    return record["IPAM"]["Config"][0]["Gateway"]
 
 
 def run_detached(engine, *arguments):
@@ -300,6 +321,105 @@ def test_removal_leaves_no_veth_rule_or_allocation(busybox):
     assert_nothing_left(busybox, [container_id])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))  # the reservation is gone too
+    assert bridges_of(busybox)["bridge"] in host_links()  # the network lives on
+
+
+# -- the bridge's lifetime: as long as its network's ------------------------------
+
+def test_the_bridge_outlives_its_last_container_and_serves_the_next(busybox):
+    port = free_port()
+    short_id = busybox.ok("run", "--rm", "-p", f"127.0.0.1:{port}:80", "busybox",
+                          "hostname").strip()  # the default hostname is the short id
+    bridge = bridges_of(busybox)["bridge"]
+    assert bridge in host_links()
+    assert len(rules_of(bridge)) == 2  # its ACCEPT inside the bridge and its MASQUERADE
+    assert any(line.startswith(":MINIDOCKER-FORWARD") for line in minidocker_rules())
+    # The kernel would let an idle bridge fall back to 1500; the engine's MTU holds.
+    with open(f"/sys/class/net/{bridge}/mtu") as mtu:
+        assert int(mtu.read()) == network.uplink_mtu()
+    # The container's own pieces went with it.
+    assert network.host_interface_name(short_id) not in host_links()
+    assert [line for line in minidocker_rules() if short_id in line] == []
+    gateway = gateway_of(busybox, "bridge")
+    again = busybox.run("--trace", "run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", gateway)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 packets received" in again.stdout
+    assert f"link add {bridge}" not in again.stderr
+    assert "iptables-restore" not in again.stderr
+    assert f"master {bridge}" in again.stderr  # the same bridge, reused
+    assert bridges_of(busybox)["bridge"] == bridge
+
+
+def test_a_bridge_deleted_behind_the_engines_back_is_made_again(busybox):
+    busybox.ok("run", "--rm", "busybox", "true")
+    bridge = bridges_of(busybox)["bridge"]
+    gateway = gateway_of(busybox, "bridge")
+    subprocess.run(["ip", "link", "delete", bridge], check=True)
+    result = busybox.run("run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", gateway)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert bridge in host_links()
+    assert len(rules_of(bridge)) == 2  # its rules were still there: replaced, not doubled
+    # Its rules flushed by someone else: the next run puts them back.
+    network.remove_rules_marked(f"minidocker network {bridge}")
+    assert rules_of(bridge) == []
+    result = busybox.run("run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", gateway)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(rules_of(bridge)) == 2
+
+
+def test_network_rm_and_prune_remove_the_bridge_and_its_rules(busybox):
+    for name in ("lab", "idle", "bridge"):
+        if name != "bridge":
+            busybox.ok("network", "create", name)
+        busybox.ok("run", "--rm", "--network", name, "busybox", "true")
+    bridges = bridges_of(busybox)
+    assert {bridges["lab"], bridges["idle"]} <= host_links()
+    assert rules_of(bridges["lab"]) and rules_of(bridges["idle"])
+    assert busybox.ok("network", "rm", "lab").strip() == "lab"
+    assert bridges["lab"] not in host_links() and rules_of(bridges["lab"]) == []
+    assert bridges["idle"] in host_links()
+    assert busybox.ok("network", "prune", "-f").split() == ["Deleted", "Networks:", "idle"]
+    assert bridges["idle"] not in host_links() and rules_of(bridges["idle"]) == []
+    assert bridges["bridge"] in host_links()  # the default network is never pruned
+
+
+def test_system_reset_force_leaves_nothing_of_this_engine(busybox):
+    busybox.ok("network", "create", "team")
+    busybox.ok("volume", "create", "data")
+    port = free_port()
+    running = run_detached(busybox, "--network", "team", "-p", f"127.0.0.1:{port}:80",
+                           "-v", "data:/data", "busybox", "sleep", "30")
+    busybox.ok("run", "--rm", "busybox", "true")
+    bridges = list(bridges_of(busybox).values())
+    assert len(bridges) == 2 and set(bridges) <= host_links()
+    assert busybox.ok("system", "reset", "--force") == ""
+    assert os.listdir(busybox.root) == []
+    assert not set(bridges + [network.host_interface_name(running)]) & host_links()
+    marks = bridges + [running[:12]]
+    assert [line for line in minidocker_rules() if any(mark in line for mark in marks)] == []
+    if not [name for name in host_links() if name.startswith(network.BRIDGE_PREFIX)]:
+        assert minidocker_rules() == []  # no engine's bridge is left: no chain either
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
+    assert busybox.ok("ps", "-aq") == "" and busybox.ok("volume", "ls", "-q") == ""
+
+
+def test_system_reset_asks_first_and_no_removes_nothing(busybox):
+    kept = busybox.ok("create", "--name", "kept", "busybox", "true").strip()
+    busybox.ok("run", "--rm", "busybox", "true")
+    bridge = bridges_of(busybox)["bridge"]
+    for answer, status in (("n\n", 0), ("\n", 0), ("", 1)):
+        result = busybox.run("system", "reset", input=answer)
+        assert result.returncode == status, result.stderr
+        assert "WARNING! This will remove:" in result.stdout
+        assert busybox.root in result.stdout
+        assert result.stdout.endswith("Are you sure you want to continue? [y/N] ")
+        assert busybox.ok("ps", "-aq", "--no-trunc").split() == [kept]
+        assert bridge in host_links() and len(rules_of(bridge)) == 2
+        assert "busybox" in busybox.ok("images")
+    result = busybox.run("system", "reset", input="y\n")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(busybox.root) == [] and bridge not in host_links()
 
 
 def test_a_killed_monitor_is_cleaned_up_by_rm(busybox):
@@ -365,7 +485,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(busybox, arguments, complaint)
     assert complaint in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert busybox.ok("ps", "-aq") == ""
-    assert_nothing_left(busybox)
+    assert_nothing_left(busybox, bridges_stay=False)
 
 
 def test_a_port_in_use_is_refused_before_the_container_starts(busybox):
@@ -380,7 +500,7 @@ def test_a_port_in_use_is_refused_before_the_container_starts(busybox):
     assert "started" not in result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
     assert busybox.ok("ps", "-aq") == ""
-    assert_nothing_left(busybox)
+    assert_nothing_left(busybox, bridges_stay=False)
 
 
 def test_a_port_held_by_another_container_is_refused(busybox):

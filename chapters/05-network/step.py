@@ -10,8 +10,9 @@ door.  Its two "containers" are plain ``sleep`` processes, each started in a
 network namespace of its own (``unshare --net``), with no root filesystem:
 networking needs nothing else.  The step makes a network in a throwaway
 engine root, connects both processes, pings one from the other, shows the
-hosts file each got and the rules the engine added, then disconnects them
-and checks that nothing is left on the host.
+hosts file each got and the rules the engine added, then disconnects them.
+The bridge outlives its last container, as Docker's docker0 does; removing
+the network takes it down, and the step checks that nothing is left.
 """
 
 import os
@@ -46,9 +47,10 @@ def main():
         host.enable_trace()
     root = tempfile.mkdtemp(prefix="minidocker-chapter5-")
     os.environ["MINIDOCKER_ROOT"] = root
-    boxes, ids = [], []
+    boxes, ids, created = [], [], False
     try:
         network.create_network("chapter5")
+        created = True
         for name in ("alpha", "beta"):
             box = start_in_own_network_namespace()
             directory = os.path.join(root, name)
@@ -76,9 +78,13 @@ def main():
             box.wait()
         for container_id, settings in ids:
             network.disconnect(container_id, settings)
+        bridge = ids[0][1]["Bridge"] if ids else None
+        still_up = os.path.exists(f"/sys/class/net/{bridge}")
+        if created:
+            network.remove_network("chapter5")
         shutil.rmtree(root)
-    bridge = ids[0][1]["Bridge"] if ids else None
-    print("after disconnect, bridge gone:", not os.path.exists(f"/sys/class/net/{bridge}"))
+    print("after disconnect, bridge still up:", still_up)
+    print("after network rm, bridge gone:", not os.path.exists(f"/sys/class/net/{bridge}"))
 
 
 if __name__ == "__main__":
