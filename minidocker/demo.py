@@ -195,8 +195,12 @@ def clean_up(root, keep, networks):
         subprocess.run(command + ["network", "rm", network], env=environment,
                        stdout=subprocess.DEVNULL)
     if keep:
-        say(f"\nThe demo's engine root is kept: MINIDOCKER_ROOT={root}")
+        say(f"\nThe demo's engine root is kept: MINIDOCKER_ROOT={root} "
+            "('minidocker system reset' removes it all, the bridge too)")
         return
+    # The default network's bridge outlives the containers; reset takes it down.
+    subprocess.run(command + ["system", "reset", "--force"], env=environment,
+                   stdout=subprocess.DEVNULL)
     shutil.rmtree(root)
 
 

@@ -122,7 +122,10 @@ def minidocker_seccomp(workspace, root):
     subprocess.run(minidocker + ["import", tarball, "outlook"], env=environment, check=True,
                    stdout=subprocess.DEVNULL)
     sys.stdout.flush()
-    subprocess.run(minidocker + ["run", "--rm", "outlook", "grep", "Seccomp:", "/proc/self/status"],
+    # No network: this engine root is thrown away, and a network's bridge
+    # would outlive it (only `system reset` or `network rm` removes one).
+    subprocess.run(minidocker + ["run", "--rm", "--network", "none", "outlook",
+                                 "grep", "Seccomp:", "/proc/self/status"],
                    env=environment, check=True)
     subprocess.run(minidocker + ["rmi", "outlook"], env=environment, check=True,
                    stdout=subprocess.DEVNULL)
