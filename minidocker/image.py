@@ -728,8 +728,9 @@ def unpack(stream, target):
     """
     import tarfile
 
-    # Large reads: the stream's Python layers (hash, gzip) then run once
-    # per MiB, not once per 10 KiB record.
+    # A file's content is copied a MiB at a time.  The read-ahead buffer
+    # stays small: tarfile re-slices it for every 512-byte header, and
+    # a layer of many small entries would copy a large one over and over.
     with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 14,
                       copybufsize=1 << 20) as archive:
         for member in archive:

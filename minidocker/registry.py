@@ -303,6 +303,7 @@ def fetch_layer(client, repository, descriptor, diff_id, unpack, store, progress
 
     def receive(reader):
         if not unpack:
+            progress.update(identifier, "Verifying Checksum")
             reader.finish()
             return None
         try:
@@ -312,6 +313,7 @@ def fetch_layer(client, repository, descriptor, diff_id, unpack, store, progress
             # unpacking failure; say that first.
             reader.finish()
             raise
+        progress.update(identifier, "Verifying Checksum")
         try:
             reader.finish()
         except BaseException:
