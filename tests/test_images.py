@@ -256,3 +256,25 @@ def test_a_tag_never_points_at_an_image_with_a_missing_blob(busybox_tar, tmp_pat
     with pytest.raises(image.IncompleteImage):
         store.tag(image.Reference.parse("dangling"), imported.digest)
     assert "dangling" not in json.dumps(store.index())
+
+
+@pytest.mark.ch4
+def test_two_unpackings_of_one_layer_race_and_one_directory_wins(busybox_tar, tmp_path):
+    # Parallel pulls stage the same layer side by side; the first rename
+    # wins, the second finds the name taken and throws its copy away.
+    from minidocker import host, image
+
+    store = image.Store(str(tmp_path / "root"))
+    store.ensure()
+    diff_id = "sha256:" + image.file_sha256(busybox_tar)
+    stagings = []
+    for _ in range(2):
+        with open(busybox_tar, "rb") as blob:
+            stagings.append(store.unpack_into_staging(blob, diff_id, diff_id, image.MEDIA_LAYER))
+    assert [store.install_layer(staging, diff_id) for staging in stagings] == [True, False]
+    assert not any(os.path.exists(staging) for staging in stagings)
+    assert os.path.isfile(os.path.join(store.layer_path(diff_id), "bin", "busybox"))
+    # A stream that is not the promised diff id leaves no staging behind.
+    with open(busybox_tar, "rb") as blob, pytest.raises(host.EngineError, match="diff id"):
+        store.unpack_into_staging(blob, diff_id, "sha256:" + "0" * 64, image.MEDIA_LAYER)
+    assert [name for name in os.listdir(store.layers) if name.startswith(".")] == []

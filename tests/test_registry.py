@@ -555,3 +555,51 @@ def test_docker_hub_digest_pull_through_the_mirror(engine, registry):
               env={"MINIDOCKER_REGISTRY_MIRRORS": f"http://{registry.address}"})
     assert f"busybox@{remote['Digest']}" in image_inspect(engine, reference)["RepoDigests"]
     assert engine.ok("run", "--rm", reference, "echo", "pinned") == "pinned\n"
+
+
+# -- layers in parallel, unpacked as they arrive --------------------------------------
+
+def test_a_wrong_digest_in_one_of_many_parallel_layers_leaves_nothing(engine, fake):
+    # The layers download at the same time and unpack while they arrive; the
+    # bad one is found only at its end, after others may be complete.  All of
+    # them must go: no blob, no layer directory, no temporary, no name.
+    layers = [layer_tar([tar_entry(f"part{number}", data=os.urandom(400_000))])
+              for number in range(5)]
+    digest = fake.serve_image("evil/one-of-many", "latest", layers, compress=False)
+    manifest = json.loads(fake.routes[f"/v2/evil/one-of-many/manifests/{digest}"][0][2])
+    path = f"/v2/evil/one-of-many/blobs/{manifest['layers'][2]['digest']}"
+    status, headers, body = fake.routes[path][0]
+    other = layer_tar([tar_entry("part2", data=os.urandom(400_000))])  # as long, other bytes
+    assert len(other) == len(body) and other != body
+    fake.routes[path] = [(status, headers, other)]
+    pull_must_fail(engine, fake, "evil/one-of-many", "refusing it")
+    # The same registry, fixed: the pull now completes with every layer.
+    fake.routes[path] = [(status, headers, body)]
+    engine.ok("pull", "-q", f"{fake.address}/evil/one-of-many")
+    directories = layer_directories(engine, f"{fake.address}/evil/one-of-many")
+    assert [sorted(os.listdir(directory)) for directory in directories] == \
+        [[f"part{number}"] for number in range(5)]
+
+
+def test_a_layer_listed_twice_is_fetched_once_and_a_dropped_one_again(engine, fake):
+    shared = layer_tar([tar_entry("shared", data=b"in two places\n")])
+    big = layer_tar([tar_entry("big", data=os.urandom(300_000))])
+    digest = fake.serve_image("fine/twice", "latest", [shared, big, shared])
+    manifest = json.loads(fake.routes[f"/v2/fine/twice/manifests/{digest}"][0][2])
+    shared_path = f"/v2/fine/twice/blobs/{manifest['layers'][0]['digest']}"
+    big_path = f"/v2/fine/twice/blobs/{manifest['layers'][1]['digest']}"
+    status, headers, body = fake.routes[big_path][0]
+    # The first answer promises the whole blob and hangs up half way, while
+    # the other layer is being fetched beside it.
+    fake.routes[big_path] = [(status, headers, body[:len(body) // 2]), (status, headers, body)]
+    engine.ok("pull", "-q", f"{fake.address}/fine/twice")
+    assert [request for request in fake.requests if request[1] == shared_path] == \
+        [("GET", shared_path)]
+    assert [request for request in fake.requests if request[1] == big_path] == \
+        [("GET", big_path)] * 2
+    lowest, middle, top = layer_directories(engine, f"{fake.address}/fine/twice")
+    assert lowest == top and os.listdir(middle) == ["big"]
+    blobs = os.listdir(os.path.join(engine.root, "images", "blobs", "sha256"))
+    assert not [name for name in blobs if name.startswith(".")]
+    with open(os.path.join(lowest, "shared")) as handle:
+        assert handle.read() == "in two places\n"
