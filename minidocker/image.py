@@ -415,7 +415,10 @@ class Store:
             host.narrate(4, f"unpack layer {diff_id[:19]} into {self.layer_path(diff_id)}")
             stream = _Hashing(decompressed(blob, media_type))
             try:
-                unpack(stream, staging)
+                # tarfile reads in small pieces; a MiB buffer in C between
+                # it and the Python layers below (gzip, the hash) makes
+                # those run once per MiB instead of once per 16 KiB.
+                unpack(io.BufferedReader(stream, 1 << 20), staging)
                 stream.drain()
             except (tarfile.TarError, EOFError, OSError, ValueError) as error:
                 if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -571,7 +574,7 @@ def decompressed(blob, media_type):
     return blob
 
 
-class _Hashing:
+class _Hashing(io.RawIOBase):
     """A stream that computes the SHA-256 of everything read through it."""
 
     def __init__(self, stream):
@@ -580,10 +583,14 @@ class _Hashing:
         self.stream = stream
         self.hash = hashlib.sha256()
 
-    def read(self, size=-1):
-        data = self.stream.read(size)
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
         self.hash.update(data)
-        return data
+        return len(data)
 
     def drain(self):
         """Read what tar left after its end marker: it is part of the diff id too."""

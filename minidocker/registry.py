@@ -139,12 +139,14 @@ def _pull_from(client, reference, wanted, progress, store):
         check_config(config, document, wanted, reference)
         for layer in document["layers"]:
             check_layer_media_type(layer)
-        added += store_blob_bytes(store, config_bytes, document["config"]["digest"])
         staged = fetch_layers(client, repository, document["layers"],
                               config["rootfs"]["diff_ids"], store, progress)
         install_layers(store, staged, added, unpacked)
         for layer in document["layers"]:
             progress.update(short(layer["digest"]), "Pull complete")
+        # Config and manifest last: the layers need nothing from the disk
+        # to start, and an image is whole only once its manifest is stored.
+        added += store_blob_bytes(store, config_bytes, document["config"]["digest"])
         added += store_blob_bytes(store, manifest["bytes"], manifest_digest)
     except BaseException:
         undo_pull(store, added, unpacked)
