@@ -1,7 +1,5 @@
 """``python -m minidocker``: the command line."""
 
-import sys
+from minidocker.cli import run_and_exit
 
-from minidocker.cli import main
-
-sys.exit(main())
+run_and_exit()

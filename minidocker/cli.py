@@ -17,11 +17,40 @@ import time
 from minidocker import host
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help layout, told the terminal's width when it is made.
+
+    Left to itself, argparse makes a formatter for every argument it is
+    given and asks ``shutil.get_terminal_size`` each time; importing
+    shutil alone costs a container start a few milliseconds.
+    """
+
+    def __init__(self, prog, **options):
+        options.setdefault("width", terminal_columns() - 2)
+        super().__init__(prog, **options)
+
+
+def terminal_columns():
+    """The width of standard output's terminal: $COLUMNS, the terminal's, or 80."""
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    try:
+        return os.get_terminal_size(1).columns
+    except OSError:
+        return 80
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser that fails the Docker way: one line, exit 125."""
 
+    def __init__(self, *arguments, **options):
+        options.setdefault("formatter_class", Formatter)
+        super().__init__(*arguments, **options)
+
     def error(self, message):
-        sys.stderr.write(f"minidocker: {message}\nSee 'minidocker {self.prog.split()[-1]} --help'.\n")
+        sys.stderr.write(f"minidocker: {message}\nSee '{self.prog} --help'.\n")
         sys.exit(125)
 
 
@@ -157,6 +186,7 @@ def build_parser(wanted=None):
     add_lifecycle_commands(commands)
     add_commit_commands(commands)
     add_network_commands(commands)
+    add_system_commands(commands)
     add_demo_command(commands)
     return parser
 
@@ -253,8 +283,28 @@ def cpus_argument(text):
         raise argparse.ArgumentTypeError(f"failed to parse {text} as a rational number")
 
 
+def run_and_exit():
+    """Run the command in ``sys.argv`` and end the process with its status.
+
+    ``python -m minidocker`` and the ``minidocker`` console script come
+    here.  By the time a command returns, the engine has closed every file
+    it wrote, so the interpreter's clean-up at exit (freeing each module
+    and object one by one, several milliseconds) would only slow every
+    command down: the process ends with ``os._exit`` once the standard
+    streams are flushed.  An exception still leaves the ordinary way, with
+    its traceback.
+    """
+    status = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        status = status or 1  # the reader went away; Python would say 120
+    os._exit(status)
+
+
 def main(argv=None):
-    """Run one command; return its exit status (also used by the console script)."""
+    """Run one command; return its exit status."""
     wanted = command_word(argv)
     parser = build_parser(wanted)
     if wanted and wanted not in parser._subparsers._group_actions[0].choices:
@@ -1607,6 +1657,9 @@ def add_network_commands(commands):
         remove = actions.add_parser(name, help="remove networks no container uses")
         remove.add_argument("names", nargs="+", metavar="NETWORK")
         remove.set_defaults(handler=command_network_rm)
+    prune = actions.add_parser("prune", help="remove all user-defined networks no container uses")
+    prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(handler=command_network_prune)
 
 
 def command_network_create(arguments):
@@ -1658,3 +1711,70 @@ def command_network_rm(arguments):
             print(f"minidocker: {error}", file=sys.stderr)
             status = error.exit_code
     return status
+
+
+def command_network_prune(arguments):
+    from minidocker import network
+
+    removed = network.prune_networks()
+    if removed:
+        print("Deleted Networks:", *removed, sep="\n")
+    return 0
+
+
+# -- the whole engine root ----------------------------------------------------
+
+def add_system_commands(commands):
+    """system reset (podman's command; Docker has none)."""
+    group = commands.add_parser("system", help="manage the engine root (reset)")
+    actions = group.add_subparsers(dest="system_command", metavar="COMMAND", parser_class=Parser)
+    reset = actions.add_parser("reset", help="remove all containers, images, volumes and networks")
+    reset.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(handler=command_system_reset)
+
+
+RESET_WARNING = """WARNING! This will remove:
+        - all containers
+        - all images
+        - all networks, their bridges and their rules
+        - all volumes
+        - everything else in the engine root: "{root}"
+Are you sure you want to continue? [y/N] """
+
+
+def command_system_reset(arguments):
+    """Empty the engine root: containers (as rm -f), networks, then every file.
+
+    Volumes and images are files under the root; containers and networks
+    also hold host objects (mounts, cgroups, bridges, rules), so they are
+    removed through the engine first.
+    """
+    from minidocker import container, network, rootfs
+
+    root = host.engine_root()
+    if not arguments.force and not confirmed(RESET_WARNING.format(root=root)):
+        return 0
+    if not os.path.isdir(root):
+        return 0
+    for record in container.all_containers():
+        container.remove(record, force=True, volumes=True)
+    network.remove_all_networks()
+    inside = os.path.realpath(root) + "/"
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounted = [line.split()[4] for line in mountinfo if line.split()[4].startswith(inside)]
+    if mounted:
+        # Deleting a tree with a mount inside deletes what is mounted there.
+        raise host.EngineError(f"{mounted[0]} is still mounted: the rest of {root} is kept")
+    for entry in os.listdir(root):
+        rootfs.remove_path(os.path.join(root, entry))
+    return 0
+
+
+def confirmed(question):
+    """Ask ``question``; say whether the answer starts with y or Y, as podman does."""
+    print(question, end="", flush=True)
+    answer = sys.stdin.readline()
+    if not answer:
+        raise host.EngineError("no answer on standard input: nothing was removed "
+                               "(--force removes without asking)", exit_code=1)
+    return answer[:1].lower() == "y"
