@@ -83,9 +83,11 @@ MANIFEST_LIMIT = 4 * 1024 * 1024
 ATTEMPTS = 3
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 CHUNK = 1 << 20
-#: Layers downloaded at once, each on its own connection (Docker's default
-#: ``max-concurrent-downloads`` is 3).
-PARALLEL_LAYERS = 3
+#: Layers fetched at once, each on its own connection: Docker's default
+#: ``max-concurrent-downloads`` (3), but no more than the CPUs this process
+#: may use.  Unpacking is CPU work, and a thread beyond the cores only trades
+#: the GIL back and forth (measured on 2 cores: 2 threads beat 3).
+PARALLEL_LAYERS = min(3, len(os.sched_getaffinity(0)))
 TIMEOUT = 60
 
 
