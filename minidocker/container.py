@@ -26,7 +26,6 @@ import re
 import shlex
 import signal
 import socket
-import struct
 import sys
 import time
 
@@ -679,27 +678,65 @@ def _forwarded_signals(pid, resizable_relay=None):
 def _join_and_plug_in(container, pid, group, handshake):
     """Put PID 1 in its cgroup and on its network, then tell it to go (chapters 2 and 5).
 
-    PID 1 says "ready" once it is in its own namespaces, and goes on to
-    build its root while the monitor works out here, in the host's
-    namespaces: it moves PID 1 into the group, makes the veth pair, the
-    address and the published ports.  PID 1 runs the user's command only
-    after "go", so the command's first instruction already runs under the
-    limits.  The two overlap because the first write to a cgroup v1
+    The monitor moves PID 1 into the group at once.  PID 1 says "ready"
+    once it is in its own namespaces and goes on to build its root, while
+    the monitor, out here in the host's namespaces, makes the veth pair,
+    the address and the published ports.  PID 1 runs the user's command
+    only after "go", so the command's first instruction already runs under
+    the limits.  All three overlap because the first write to a cgroup v1
     ``cgroup.procs`` waits for an RCU grace period in the kernel (~12 ms
-    here), about as long as PID 1 takes to mount its root.  If PID 1
-    failed before "ready", its error pipe says why.
+    here), about as long as PID 1 takes to mount its root and the monitor
+    to plug the network in.  If PID 1 failed before "ready", its error pipe
+    says why.
     """
+    joined = _in_a_thread(group.join, pid)
     with handshake:
-        if handshake.recv(1) != b"r":
-            return
-        group.join(pid)
-        settings = network.connect(container.id, pid,
-                                   network.request_for(container.config, container.directory))
-        container.save_state(NetworkSettings=settings)
+        try:
+            if handshake.recv(1) != b"r":
+                return
+            settings = network.connect(container.id, pid,
+                                       network.request_for(container.config, container.directory))
+            container.save_state(NetworkSettings=settings)
+        finally:
+            joined()
         try:
             handshake.sendall(b"g")
         except (BrokenPipeError, ConnectionResetError):
             pass  # PID 1 failed while building its root: its error pipe says why
+
+
+def _in_a_thread(function, *arguments):
+    """Start ``function`` in a thread; return a function that waits for it.
+
+    Waiting raises whatever the thread raised.  The cgroup move runs so,
+    beside the network's set-up: its grace period is spent in the kernel,
+    and a thread blocked in a system call leaves the interpreter free.
+    With ``--step`` (a pause before each action) it runs at once instead,
+    so the actions come one at a time, in order.
+    """
+    import threading
+
+    failures = []
+
+    def work():
+        try:
+            function(*arguments)
+        except BaseException as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=work, name=function.__name__)
+    in_order = host.stepping()
+    if in_order:
+        work()
+    else:
+        thread.start()
+
+    def wait():
+        if not in_order:
+            thread.join()
+        if failures:
+            raise failures[0]
+    return wait
 
 
 def _report_failure(container, failure):
@@ -776,6 +813,11 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         if handshake.recv(1) != b"g":
             os._exit(125)  # the monitor failed, and reports why itself
         handshake.close()
+        settings = refresh(container).state.get("NetworkSettings") or {}
+        if settings.get("IPAddress"):
+            # network: the cable is in; its inner end gets its address here (chapter 5)
+            network.configure_eth0(settings["IPAddress"], settings["IPPrefixLen"],
+                                   settings["Gateway"])
         # Unshared only now, in its group: the new cgroup namespace's root
         # is "the cgroup of the process at the time of the unshare"
         # (cgroup_namespaces(7)).
@@ -832,18 +874,11 @@ def restore_default_signals():
 def bring_loopback_up():
     """Set ``lo`` up in the new network namespace, as ``ip link set lo up``.
 
-    netdevice(7): SIOCGIFFLAGS and SIOCSIFFLAGS "get or set the active flag
-    word of the device"; IFF_UP is bit 0.  Doing it with an ioctl saves
+    An ioctl (chapter 5's :func:`~minidocker.network.set_link_up`) saves
     starting a tool.
     """
-    import fcntl
-
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
-        host.call(5, "ip link set lo up", fcntl.ioctl, probe, SIOCSIFFLAGS,
-                  struct.pack("16sH14x", b"lo", flags | IFF_UP))
+        network.set_link_up(probe, "lo")
 
 
 def resolve_user(root, user):

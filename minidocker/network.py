@@ -45,6 +45,7 @@ import ipaddress
 import json
 import os
 import socket
+import struct
 import sys
 
 from minidocker import host
@@ -777,11 +778,72 @@ def plug_cable(container_id, pid, endpoint, settings):
         f"address {endpoint['MacAddress']} netns {pid}",
         f"link set {outside} master {settings['Bridge']} up",
     ])
-    _ip_batch([
-        f"addr add {endpoint['IPAddress']}/{settings['IPPrefixLen']} dev eth0",
-        "link set eth0 up",
-        f"route add default via {settings['Gateway']}",
-    ], pid=pid)
+    # eth0's address and route are set by the container's PID 1 itself,
+    # already in the namespace: see configure_eth0.
+
+
+# -- inside the container: eth0's address and route ----------------------
+
+#: linux/sockios.h: the ioctls ifconfig(8) and route(8) are made of.
+SIOCADDRT, SIOCGIFFLAGS, SIOCSIFFLAGS = 0x890B, 0x8913, 0x8914
+SIOCSIFADDR, SIOCSIFNETMASK = 0x8916, 0x891C
+IFF_UP = 0x1
+RTF_UP, RTF_GATEWAY = 0x1, 0x2
+
+
+def configure_eth0(address, prefix_length, gateway):
+    """Give ``eth0`` its address, set it up, and route everything via the gateway.
+
+    The container's PID 1 calls this in its own network namespace once the
+    monitor has plugged the cable in.  The three steps are ``ip addr add``,
+    ``ip link set up`` and ``ip route add default``, made with the ioctls
+    that ifconfig(8) and route(8) use (netdevice(7), route(7)): no tool to
+    start, and no ``nsenter`` to start it in the namespace.
+    """
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        mask = (0xFFFFFFFF << (32 - prefix_length)) & 0xFFFFFFFF
+        host.call(CHAPTER, f"ip addr add {address}/{prefix_length} dev eth0", _set_addresses,
+                  probe, _socket_address(address), _socket_address(mask.to_bytes(4, "big")))
+        set_link_up(probe, "eth0")
+        # route(7)'s struct rtentry: rt_pad1, rt_dst, rt_gateway, rt_genmask,
+        # rt_flags, then fields left zero (rt_dev NULL: the kernel picks the
+        # device that reaches the gateway).  "0L" pads it to the C size.
+        route = struct.pack("@L16s16s16sHhLPhPLLH0L", 0, _socket_address("0.0.0.0"),
+                            _socket_address(gateway), _socket_address("0.0.0.0"),
+                            RTF_UP | RTF_GATEWAY, 0, 0, 0, 0, 0, 0, 0, 0)
+        host.call(CHAPTER, f"ip route add default via {gateway}", fcntl.ioctl,
+                  probe, SIOCADDRT, route)
+
+
+def set_link_up(probe, name):
+    """Set the interface ``name`` up, as ``ip link set NAME up``.
+
+    netdevice(7): SIOCGIFFLAGS and SIOCSIFFLAGS "get or set the active flag
+    word of the device"; IFF_UP is bit 0.  ``probe`` is any socket.
+    """
+    import fcntl
+
+    request = struct.pack("16sH22x", name.encode(), 0)
+    flags = struct.unpack("16sH22x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
+    host.call(CHAPTER, f"ip link set {name} up", fcntl.ioctl, probe, SIOCSIFFLAGS,
+              struct.pack("16sH22x", name.encode(), flags | IFF_UP))
+
+
+def _set_addresses(probe, address, netmask):
+    # netdevice(7): struct ifreq is the name (16 bytes) and a union whose
+    # largest member makes it 40 bytes; the address goes in as a sockaddr.
+    import fcntl
+
+    fcntl.ioctl(probe, SIOCSIFADDR, struct.pack("16s16s8x", b"eth0", address))
+    fcntl.ioctl(probe, SIOCSIFNETMASK, struct.pack("16s16s8x", b"eth0", netmask))
+
+
+def _socket_address(address):
+    """A ``struct sockaddr_in`` for an IPv4 address (text, or four bytes), port 0."""
+    packed = socket.inet_aton(address) if isinstance(address, str) else address
+    return struct.pack("=HH4s8x", socket.AF_INET, 0, packed)
 
 
 def unplug_cable(container_id):

@@ -36,6 +36,31 @@ def start_in_own_network_namespace():
     return process
 
 
+def give_eth0_its_address(process, settings):
+    """Set the box's eth0 up with its address and route, from inside its namespace.
+
+    A container's PID 1 does this for itself (``network.configure_eth0``);
+    the box is a plain ``sleep``, so a forked child joins its network
+    namespace (setns(2)) and does it on its behalf.
+    """
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            with open(f"/proc/{process.pid}/ns/net") as namespace:
+                os.setns(namespace.fileno(), os.CLONE_NEWNET)
+            network.configure_eth0(settings["IPAddress"], settings["IPPrefixLen"],
+                                   settings["Gateway"])
+            code = 0
+        except Exception as error:
+            print(f"eth0 inside {process.pid}: {error}", file=sys.stderr)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    if status:
+        raise SystemExit("could not configure eth0 inside the box")
+
+
 def inside(process, *argv):
     """Run a host tool inside ``process``'s network namespace; return its output."""
     return subprocess.run(["nsenter", f"--net=/proc/{process.pid}/ns/net", *argv],
@@ -58,6 +83,7 @@ def main():
             container_id = os.urandom(32).hex()
             settings = network.connect(container_id, box.pid, {
                 "network": "chapter5", "name": name, "hostname": name, "directory": directory})
+            give_eth0_its_address(box, settings)
             boxes.append(box)
             ids.append((container_id, settings))
             print(f"{name}: eth0 {settings['IPAddress']}/{settings['IPPrefixLen']}, "
