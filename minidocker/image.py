@@ -28,11 +28,10 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
 import sys
 
-from minidocker import host
+from minidocker import host, rootfs
 
 # hashlib, tarfile, gzip, tempfile and datetime are imported inside the
 # functions that use them: ``run`` only looks images up, and those imports
@@ -234,7 +233,7 @@ class Store:
                     # Another command (or another layer's thread of this
                     # pull) may be removing the same leftover right now.
                     with contextlib.suppress(FileNotFoundError):
-                        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+                        rootfs.remove_path(path)
 
     # the index
 
@@ -437,7 +436,8 @@ class Store:
                                        f"{stream.digest()[:19]}, not the diff id "
                                        f"{diff_id[:19]} its image config promised")
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                rootfs.remove_tree(staging)
             raise
         return staging
 
@@ -452,7 +452,7 @@ class Store:
         except OSError as error:
             if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            shutil.rmtree(staging)
+            rootfs.remove_tree(staging)
             return False
         return True
 
@@ -501,6 +501,7 @@ class Store:
     def import_tarball(self, path, reference, changes=None):
         """Make a one-layer image from a flat root filesystem tarball."""
         import gzip
+        import shutil
         import tarfile
 
         self.ensure()
@@ -555,7 +556,7 @@ class Store:
                 if name not in keep and path not in keep_directories \
                         and not name.endswith(".lock") and not name.startswith("."):
                     host.narrate(4, f"remove unused layer {name[:12]}")
-                    shutil.rmtree(path)
+                    rootfs.remove_tree(path)
 
 
 def decompressed(blob, media_type):
@@ -758,7 +759,7 @@ def unpack(stream, target):
                 # A layer lists only what changed, so the parent directory
                 # of a deleted file need not be in this tar.
                 os.makedirs(os.path.dirname(whiteout), exist_ok=True)
-                remove_existing(whiteout)
+                rootfs.remove_path(whiteout)
                 os.mknod(whiteout, stat.S_IFCHR | 0o600, 0)
                 continue
             if member.islnk():
@@ -774,15 +775,15 @@ def unpack(stream, target):
                 if not os.path.isfile(source) or os.path.islink(source):
                     raise host.EngineError(f"layer entry {member.name!r}: hard link to a missing file")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                remove_existing(path)
+                rootfs.remove_path(path)
                 os.link(source, path)
                 continue
             if not member.isdir():
-                remove_existing(path)
+                rootfs.remove_path(path)
             elif os.path.islink(path) or (os.path.lexists(path) and not os.path.isdir(path)):
                 # A directory entry over a symbolic link must replace the
                 # link: extracting "into" it would chmod and chown its target.
-                remove_existing(path)
+                rootfs.remove_path(path)
             member.name = name
             archive.extract(member, target, filter="fully_trusted", set_attrs=True,
                             numeric_owner=True)
@@ -809,13 +810,6 @@ def check_no_links_on_the_way(target, directory, original):
             raise host.EngineError(f"layer entry {original!r} goes through a symbolic link")
         if os.path.lexists(current) and not os.path.isdir(current):
             raise host.EngineError(f"layer entry {original!r}: a parent is not a directory")
-
-
-def remove_existing(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
 
 
 def apply_extended_attributes(member, path):
@@ -931,6 +925,7 @@ def _add_bytes(archive, name, data):
 
 
 def _add_layer(archive, store, diff_id, blob_digest, media_type):
+    import shutil
     import tarfile
     import tempfile
 
@@ -952,6 +947,7 @@ def load(store, path):
     against the diff ids in their config) before it enters the store; if
     anything is wrong, what this load added is removed again.
     """
+    import shutil
     import tarfile
     import tempfile
 
@@ -998,6 +994,7 @@ def _read_member(archive, members, name, limit=16 << 20):
 def _copy_member_checked(store, archive, members, name, expected, decompress, added):
     """Copy one archive member into the store as a blob that must hash to ``expected``."""
     import gzip
+    import shutil
 
     member = members.get(safe_name(name))
     if member is None:
