@@ -187,8 +187,7 @@ def base_layers(container):
     The init layer counts as part of the base: its empty files and
     directories are the engine's, not the container's.
     """
-    return [os.path.join(container.directory, "init"),
-            *reversed(container.config["LayerDirectories"])]
+    return [rootfs.init_layer(), *reversed(container.config["LayerDirectories"])]
 
 
 def mount_points(container):

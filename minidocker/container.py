@@ -5,7 +5,7 @@ Each container has a directory under ``ENGINE_ROOT/containers/ID``::
     config.json     what was asked for (Docker's inspect keys: Config, HostConfig, Mounts)
     state.json      what is happening (State: Status, Pid, ExitCode, ...), replaced atomically
     ID-json.log     its output (chapter 6)
-    init/ upper/ work/ merged/   its filesystem (chapter 3)
+    upper/ work/ merged/   its filesystem (chapter 3, over the engine's init layer)
     hostname hosts resolv.conf   bound over the image's /etc files
 
 Starting one follows DESIGN.md's process model::

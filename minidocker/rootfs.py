@@ -21,6 +21,7 @@ which the engine runs on the host side.  The order of the steps is the
 order of :func:`build`.
 """
 
+import errno
 import fcntl
 import os
 import re
@@ -159,17 +160,12 @@ def choose_driver(requested=None):
 def create(directory, layers, driver):
     """Lay out a new container's filesystem directories under ``directory``.
 
-    ``layers`` are the image's unpacked layer directories, lowest first.
-    The *init* layer holds the empty files and directories that mounts will
-    cover, so they never show up as the container's own changes (Docker
-    keeps the same kind of layer).  For overlay, ``upper`` receives the
-    container's changes; for vfs, ``rootfs`` is a full private copy.
+    ``layers`` are the image's unpacked layer directories, lowest first;
+    the engine's :func:`init_layer` goes on top of them.  For overlay,
+    ``upper`` receives the container's changes; for vfs, ``rootfs`` is a
+    full private copy.
     """
-    init = os.path.join(directory, "init")
-    for name in ("etc", "dev", "proc", "sys"):
-        os.makedirs(os.path.join(init, name), exist_ok=True)
-    for name in NETWORK_FILES:
-        open(os.path.join(init, "etc", name), "a").close()
+    init = init_layer()
     os.makedirs(os.path.join(directory, "merged"), exist_ok=True)
     if driver == "overlay":
         os.makedirs(os.path.join(directory, "upper"), exist_ok=True)
@@ -180,6 +176,36 @@ def create(directory, layers, driver):
         host.narrate(3, f"vfs: copy {len(layers)} layer(s) into {copy}")
         for layer in [*layers, init]:
             apply_layer_by_copying(layer, copy)
+
+
+def init_layer():
+    """Return the engine's *init* layer, making it the first time it is needed.
+
+    It holds the empty files and directories that mounts will cover
+    (``/etc/hostname``, ``/etc/hosts``, ``/etc/resolv.conf``, ``/dev``,
+    ``/proc``, ``/sys``), so they never show up as a container's own
+    changes.  Docker keeps such a layer for each container; its content is
+    the same for all of them, and under overlay a lower layer is never
+    written, so here one copy serves every container of the engine root.
+    It is built under a temporary name and renamed into place, so a
+    parallel command or a killed one never leaves half of it.
+    """
+    path = os.path.join(host.engine_root(), "init-layer")
+    if os.path.isdir(path):
+        return path
+    draft = f"{path}.draft-{os.getpid()}"
+    remove_path(draft)  # a killed command's, if the PID came round again
+    for name in ("etc", "dev", "proc", "sys"):
+        os.makedirs(os.path.join(draft, name))
+    for name in NETWORK_FILES:
+        open(os.path.join(draft, "etc", name), "a").close()
+    try:
+        os.rename(draft, path)
+    except OSError as error:
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        remove_tree(draft)  # a parallel command made it first
+    return path
 
 
 def apply_layer_by_copying(layer, target):
@@ -356,7 +382,7 @@ def root_mount_table(directory, layers, driver):
         raise host.EngineError("for overlay, the engine root's path must not contain "
                                "',', ':', '\\' or white space")
     # overlayfs takes lowerdir top first; the init layer sits above the image.
-    lower = ":".join([os.path.join(directory, "init"), *reversed(layers)])
+    lower = ":".join([init_layer(), *reversed(layers)])
     options = (f"lowerdir={lower},upperdir={os.path.join(directory, 'upper')},"
                f"workdir={os.path.join(directory, 'work')}")
     return table + f"overlay {escape(merged)} overlay {options} 0 0\n"
