@@ -517,9 +517,8 @@ def start(container, attach=True, terminal_size=None, on_running=None):
     ``attach`` the output is also copied to the caller's own streams.
     ``on_running`` is called once the user's command has started.
     """
-    # The group exists, limits written, before PID 1 does: PID 1 is in it
-    # before the user's command starts, so nothing the user runs is ever
-    # outside it (see _join_and_plug_in).  A group
+    # The group exists, limits written, before PID 1 does: PID 1 joins it
+    # first thing, so nothing the user runs is ever outside it.  A group
     # of the same name can only be a leftover of a monitor that was killed.
     group = container_cgroup(container)
     group.destroy()
@@ -555,7 +554,7 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
     container.save_state(MonitorPid=os.getpid(), MonitorStartTicks=process_start_ticks(os.getpid()),
                          Pid=pid, PidStartTicks=process_start_ticks(pid))
     try:
-        _join_and_plug_in(container, pid, group, handshake)
+        _plug_network(container, pid, handshake)
     except BaseException as error:
         # PID 1 ends by itself, never told to go; if it failed first (its
         # root, its command), its own reason is the one to report.
@@ -675,68 +674,25 @@ def _forwarded_signals(pid, resizable_relay=None):
             signal.signal(number, handler)
 
 
-def _join_and_plug_in(container, pid, group, handshake):
-    """Put PID 1 in its cgroup and on its network, then tell it to go (chapters 2 and 5).
+def _plug_network(container, pid, handshake):
+    """Connect PID 1 to its network, then tell it to go (chapter 5).
 
-    The monitor moves PID 1 into the group at once.  PID 1 says "ready"
-    once it is in its own namespaces and goes on to build its root, while
-    the monitor, out here in the host's namespaces, makes the veth pair,
-    the address and the published ports.  PID 1 runs the user's command
-    only after "go", so the command's first instruction already runs under
-    the limits.  All three overlap because the first write to a cgroup v1
-    ``cgroup.procs`` waits for an RCU grace period in the kernel (~12 ms
-    here), about as long as PID 1 takes to mount its root and the monitor
-    to plug the network in.  If PID 1 failed before "ready", its error pipe
-    says why.
+    PID 1 says "ready" once it is in its own network namespace, and goes
+    on to build its root while the monitor, out here in the host's
+    namespaces, makes the veth pair, the address and the published ports.
+    PID 1 runs the user's command only after "go".  If PID 1 failed before
+    "ready", its error pipe says why.
     """
-    joined = _in_a_thread(group.join, pid)
     with handshake:
-        try:
-            if handshake.recv(1) != b"r":
-                return
-            settings = network.connect(container.id, pid,
-                                       network.request_for(container.config, container.directory))
-            container.save_state(NetworkSettings=settings)
-        finally:
-            joined()
+        if handshake.recv(1) != b"r":
+            return
+        settings = network.connect(container.id, pid,
+                                   network.request_for(container.config, container.directory))
+        container.save_state(NetworkSettings=settings)
         try:
             handshake.sendall(b"g")
         except (BrokenPipeError, ConnectionResetError):
             pass  # PID 1 failed while building its root: its error pipe says why
-
-
-def _in_a_thread(function, *arguments):
-    """Start ``function`` in a thread; return a function that waits for it.
-
-    Waiting raises whatever the thread raised.  The cgroup move runs so,
-    beside the network's set-up: its grace period is spent in the kernel,
-    and a thread blocked in a system call leaves the interpreter free.
-    With ``--step`` (a pause before each action) it runs at once instead,
-    so the actions come one at a time, in order.
-    """
-    import threading
-
-    failures = []
-
-    def work():
-        try:
-            function(*arguments)
-        except BaseException as error:
-            failures.append(error)
-
-    thread = threading.Thread(target=work, name=function.__name__)
-    in_order = host.stepping()
-    if in_order:
-        work()
-    else:
-        thread.start()
-
-    def wait():
-        if not in_order:
-            thread.join()
-        if failures:
-            raise failures[0]
-    return wait
 
 
 def _report_failure(container, failure):
@@ -747,7 +703,7 @@ def _report_failure(container, failure):
 
 
 def _disconnect_network(container):
-    """Give back what :func:`_join_and_plug_in` took: cable, address, ports (chapter 5)."""
+    """Give back what :func:`_plug_network` took: cable, address, ports (chapter 5)."""
     if not os.path.exists(os.path.join(container.directory, "state.json")):
         return  # removed already (--rm) by a monitor that disconnected first
     settings = refresh(container).state.get("NetworkSettings")
@@ -786,15 +742,18 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
     try:
         restore_default_signals()
         config = container.config
+        # Join before unsharing the cgroup namespace, whose root is the
+        # group the process is in at that moment (cgroup_namespaces(7)).
+        container_cgroup(container).join()
         host_network = config["HostConfig"].get("NetworkMode") == "host"
-        namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net")
+        namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net", "cgroup")
                            if kind in namespace.available()
                            and not (kind == "net" and host_network)])
         namespace.set_hostname(config["Config"]["Hostname"])
         if not host_network:
             bring_loopback_up()
-        # The monitor now moves this process into its cgroup and plugs in
-        # its network (chapters 2 and 5) while it builds its root.
+        # The monitor now plugs the network in (chapter 5) while this
+        # process builds its root.
         handshake.sendall(b"r")
         merged, workdir, terminal = rootfs.build(
             container.directory, config["LayerDirectories"], config["Driver"],
@@ -818,11 +777,6 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
             # network: the cable is in; its inner end gets its address here (chapter 5)
             network.configure_eth0(settings["IPAddress"], settings["IPPrefixLen"],
                                    settings["Gateway"])
-        # Unshared only now, in its group: the new cgroup namespace's root
-        # is "the cgroup of the process at the time of the unshare"
-        # (cgroup_namespaces(7)).
-        if "cgroup" in namespace.available():
-            namespace.unshare(["cgroup"])
         if terminal:
             master, slave = terminal
             socket.send_fds(terminal_socket, [b"t"], [master])

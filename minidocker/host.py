@@ -72,11 +72,6 @@ def tracing():
     return _trace_fd is not None
 
 
-def stepping():
-    """Say whether ``--step`` waits for Enter before each action."""
-    return _trace_fd is not None and _step
-
-
 def narrate(chapter, text):
     """Print one line of the trace: ``[ch3 rootfs] mount --move ...``.
 
