@@ -131,28 +131,43 @@ def log_options(options):
 
 # -- 1. writing ---------------------------------------------------------------
 
+#: Bytes the JSON escape would change, besides everything outside ASCII:
+#: the control characters but the newline, DEL, the quote, the backslash.
+ESCAPED_IN_ASCII = bytes([*range(0x0A), *range(0x0B, 0x20), 0x7F, ord('"'), ord("\\")])
+
+
 def encode_entries(data, stream, time_text):
     """Turn a chunk of output into json-file lines, one per line of output.
 
     Encoding line by line would cost a Python call per line (a container
-    printing ``yes`` makes millions); instead the whole chunk is escaped at
-    once and split where the escaped newlines are.  After the escape every
+    printing ``yes`` makes millions); instead the whole chunk is handled at
+    once.  Most output is printable ASCII, whose JSON form is itself: only
+    its newlines become entry boundaries.  Anything else is escaped whole,
+    and the escaped newlines become the boundaries.  After the escape every
     backslash of the output reads ``\\\\``, so those are set aside first:
     what remains of ``\\n`` can only be a newline.  (The escape turns a NUL
     into ``\\u0000``, so NUL is free to mark the set-aside backslashes.)
     """
+    head = b'{"log":"'
+    tail = f'","stream":"{stream}","time":"{time_text}"}}\n'.encode()
+    # Two checks in C, each a fraction of a millisecond for a 256 KiB chunk
+    # (a regular expression takes ten times as long).
+    if data.isascii() and len(data.translate(None, ESCAPED_IN_ASCII)) == len(data):
+        return _entries(data, b"\n", head, tail)
     text = data.decode("utf-8", "surrogateescape")
-    escaped = json.dumps(text)[1:-1].replace("\\\\", "\0")
-    lines = escaped.split("\\n")
-    partial = lines.pop()
-    head = '{"log":"'
-    tail = f'","stream":"{stream}","time":"{time_text}"}}\n'
+    escaped = json.dumps(text)[1:-1].replace("\\\\", "\0").encode("ascii")
+    return _entries(escaped, b"\\n", head, tail).replace(b"\0", b"\\\\")
+
+
+def _entries(escaped, newline, head, tail):
+    """Wrap escaped output in entries, a line each; a last piece with no newline yet too."""
+    complete, found, partial = escaped.rpartition(newline)
     pieces = []
-    if lines:
-        pieces.append(head + (f"\\n{tail}{head}").join(lines) + "\\n" + tail)
+    if found:
+        pieces.append(head + complete.replace(newline, b"\\n" + tail + head) + b"\\n" + tail)
     if partial:
         pieces.append(head + partial + tail)
-    return "".join(pieces).replace("\0", "\\\\").encode("ascii")
+    return b"".join(pieces)
 
 
 class JsonFileWriter:
