@@ -202,3 +202,25 @@ def test_max_file_1_truncates_and_a_follower_starts_again_at_the_top(busybox):
     assert lines[-1] == "line-599" and len(lines) > 100  # it went on after each truncation
     assert logs.log_files(log_path(busybox, container_id)) == [log_path(busybox, container_id)]
     assert os.path.getsize(log_path(busybox, container_id)) <= 4096
+
+
+@pytest.mark.parametrize("alphabet", [
+    b"printable ascii only\n",
+    b"quotes \" backslashes \\ tabs \t DEL \x7f NUL \x00\n",
+    "utf-8: h\u00e9llo \u20ac\n".encode(),
+    bytes(range(256)),
+], ids=["plain", "escapes", "utf-8", "all bytes"])
+def test_json_file_entries_decode_back_to_the_output(alphabet):
+    """Both ways of encoding (plain ASCII as it is, the rest escaped) give entries
+    that read back as exactly the bytes written, one entry per line."""
+    import random
+
+    generator = random.Random(9)
+    for _ in range(500):
+        data = bytes(generator.choice(alphabet) for _ in range(generator.randint(0, 60)))
+        encoded = logs.encode_entries(data, "stdout", "2026-11-28T00:00:00Z")
+        entries = [json.loads(line) for line in encoded.decode("ascii").splitlines()]
+        assert "".join(entry["log"] for entry in entries).encode("utf-8", "surrogateescape") == data
+        assert all(entry["log"].count("\n") <= 1 and
+                   (entry["log"].endswith("\n") or entry is entries[-1]) for entry in entries)
+        assert {entry["stream"] for entry in entries} <= {"stdout"}
