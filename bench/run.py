@@ -142,6 +142,39 @@ def measure(name, run_once, rounds, warmup, prepare=None, clean=None, note=""):
         return Row(name, note=f"failed: {reason}")
 
 
+def measure_in_turns(peers, rounds, warmup):
+    """Measure several peers in turns, one round of each, and return their rows.
+
+    This machine's speed drifts from minute to minute (other VMs on the
+    host); timing every round of one peer before the next one starts would
+    charge the drift to whichever peer ran in the slow minute, and the
+    ratios would swing with it.  In turns, each minute is shared by all.
+    ``peers`` holds ``(name, run_once, note)`` triples, or ready rows for
+    peers that are not here.
+    """
+    timed = {peer[0]: [] for peer in peers if not isinstance(peer, Row)}
+    failures = {}
+    for index in range(warmup + rounds):
+        for peer in peers:
+            if isinstance(peer, Row) or peer[0] in failures:
+                continue
+            name, run_once, _ = peer
+            started = time.perf_counter()
+            try:
+                run_once(None)
+            except NotAvailable as reason:
+                failures[name] = f"not available: {reason}"
+                continue
+            except Failed as reason:
+                failures[name] = f"failed: {reason}"
+                continue
+            if index >= warmup:
+                timed[name].append(time.perf_counter() - started)
+    return [peer if isinstance(peer, Row) else
+            Row(peer[0], note=failures[peer[0]]) if peer[0] in failures else
+            Row(peer[0], timed[peer[0]], peer[2]) for peer in peers]
+
+
 def command(argv, environment=None, stdout=subprocess.DEVNULL, timeout=600):
     """Run one command to completion; raise Failed with its last words if it fails."""
     try:
@@ -312,27 +345,27 @@ def make_bundle(bundle, tarball):
 # -- the scenarios ----------------------------------------------------------------
 
 def scenario_start(bench):
-    """Start-to-exit of ``true`` with no network."""
-    minidocker, rounds = bench.minidocker, bench.rounds("start")
-    rows = [bench.run_minidocker(
-        "minidocker", lambda _: minidocker("run", "--rm", "--network", "none", "busybox", "true"),
-        "start")]
+    """Start-to-exit of ``true`` with no network, every peer in turns."""
+    minidocker = bench.minidocker
+    peers = [Row("minidocker", note=bench.minidocker_setup) if bench.minidocker_setup else
+             ("minidocker", lambda _: minidocker("run", "--rm", "--network", "none", "busybox",
+                                                  "true"), "")]
     for runtime in ("runc", "crun"):
-        rows.append(measure(runtime, lambda _, runtime=runtime: run_bundle(bench, runtime), *rounds,
-                            note="OCI bundle; a new network namespace with only lo"))
+        peers.append((runtime, lambda _, runtime=runtime: run_bundle(bench, runtime),
+                      "OCI bundle; a new network namespace with only lo"))
     if bench.podman:
         podman_argv = bench.podman.run_argv("--rm", "--network=none", "localhost/busybox", "true")
-        rows.append(bench.run_podman("podman", lambda _: command(podman_argv), "start"))
+        peers.append(("podman", lambda _: command(podman_argv), ""))
     else:
-        rows.append(Row("podman", note=bench.podman_setup))
+        peers.append(Row("podman", note=bench.podman_setup))
     floor = ["unshare", "--mount", "--uts", "--ipc", "--net", "--pid", "--fork",
              "chroot", bench.rootfs, "/bin/true"]
-    rows.append(measure("kernel floor", lambda _: command(floor), *rounds,
-                        note="unshare (mnt uts ipc net pid) + chroot + exec"))
+    peers.append(("kernel floor", lambda _: command(floor),
+                  "unshare (mnt uts ipc net pid) + chroot + exec"))
     python = [sys._base_executable, "-c", "pass"]
-    rows.append(measure("python3.12 -c pass", lambda _: command(python), *rounds,
-                        note=f"{sys._base_executable}, no site-packages of ours"))
-    return rows
+    peers.append(("python3.12 -c pass", lambda _: command(python),
+                  f"{sys._base_executable}, no site-packages of ours"))
+    return measure_in_turns(peers, *bench.rounds("start"))
 
 
 def run_bundle(bench, runtime):
@@ -342,27 +375,26 @@ def run_bundle(bench, runtime):
 
 
 def scenario_start_network(bench):
-    """Start-to-exit of ``true`` on each engine's default network."""
+    """Start-to-exit of ``true`` on each engine's default network, in turns."""
     minidocker = bench.minidocker
-    rows = []
     mode = minidocker_default_network(bench)
-    if mode in ("", "none"):
-        rows.append(Row("minidocker", note="not available yet: `run`'s default network is "
-                                           f"still {mode or 'unset'} (chapter 5 not wired in)"))
+    if bench.minidocker_setup:
+        peers = [Row("minidocker", note=bench.minidocker_setup)]
+    elif mode in ("", "none"):
+        peers = [Row("minidocker", note="not available yet: `run`'s default network is "
+                                        f"still {mode or 'unset'} (chapter 5 not wired in)")]
     else:
-        rows.append(bench.run_minidocker(
-            "minidocker", lambda _: minidocker("run", "--rm", "busybox", "true"), "start-network",
-            note=f"default network: {mode}"))
+        peers = [("minidocker", lambda _: minidocker("run", "--rm", "busybox", "true"),
+                  f"default network: {mode}")]
     for runtime in ("runc", "crun"):
-        rows.append(Row(runtime, note="no default network: an OCI runtime leaves networking to "
-                                      "its caller (see the no-network rows)"))
+        peers.append(Row(runtime, note="no default network: an OCI runtime leaves networking to "
+                                       "its caller (see the no-network rows)"))
     if bench.podman:
         podman_argv = bench.podman.run_argv("--rm", "localhost/busybox", "true")
-        rows.append(bench.run_podman("podman", lambda _: command(podman_argv), "start-network",
-                                     note="default network: netavark bridge"))
+        peers.append(("podman", lambda _: command(podman_argv), "default network: netavark bridge"))
     else:
-        rows.append(Row("podman", note=bench.podman_setup))
-    return rows
+        peers.append(Row("podman", note=bench.podman_setup))
+    return measure_in_turns(peers, *bench.rounds("start-network"))
 
 
 def minidocker_default_network(bench):
@@ -792,7 +824,8 @@ def markdown(results, about):
              + ", ".join(about["tools"].values()) + f". Run {about['date']}; load average "
              f"at the end {about['load']} (other work on the machine shows up as spread).", "",
              "Every peer is timed the same way: untimed warm-up rounds, then timed rounds of one "
-             "command each (output to /dev/null). *ratio* is the peer's median divided by "
+             "command each (output to /dev/null); in the start scenarios the peers take turns, "
+             "one round each. *ratio* is the peer's median divided by "
              "minidocker's in the same scenario (above 1: minidocker is faster).", ""]
     for scenario, rows in results.items():
         lines += [f"## {scenario}", "", "| peer | min | median | max | rounds | ratio | note |",
