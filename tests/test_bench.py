@@ -74,3 +74,22 @@ def test_a_missing_peer_becomes_a_row_that_says_so():
     assert row.seconds == [] and "not installed" in row.note
     failing = bench.measure("false", lambda _: bench.command(["false"]), 1, 0)
     assert failing.seconds == [] and failing.note.startswith("failed:")
+
+
+@pytest.mark.ch1
+def test_peers_measured_in_turns_alternate_round_by_round():
+    calls = []
+
+    def peer(name):
+        return (name, lambda _: calls.append(name), f"note of {name}")
+
+    absent = bench.Row("absent", note="not installed")
+    rows = bench.measure_in_turns([peer("a"), absent, peer("b"),
+                                   ("broken", lambda _: bench.command(["false"]), "")],
+                                  rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up and three timed rounds, in turns
+    by_name = {row.name: row for row in rows}
+    assert [row.name for row in rows] == ["a", "absent", "b", "broken"]
+    assert len(by_name["a"].seconds) == 3 and by_name["a"].note == "note of a"
+    assert by_name["absent"] is absent
+    assert by_name["broken"].seconds == [] and by_name["broken"].note.startswith("failed:")
