@@ -583,9 +583,33 @@ def scenario_commit(bench):
     return rows
 
 
+class DetachedPeer:
+    """How one engine starts, finds, lists and removes detached containers."""
+
+    def __init__(self, name, label, start, pid_of, list_containers, remove):
+        self.name, self.label = name, label
+        self.start, self.pid_of = start, pid_of
+        self.list_containers, self.remove = list_containers, remove
+        self.starts, self.memories, self.listings = [], [], []
+        self.failure = None
+
+    def rows(self):
+        names = (f"{self.name} run -d x{DETACHED_COUNT}", f"{self.name} {self.label} PSS",
+                 f"{self.name} ps")
+        if self.failure:
+            return [Row(name, note=self.failure, kind=kind)
+                    for name, kind in zip(names, ("start", "memory", "ps"))]
+        return [Row(names[0], self.starts, kind="start",
+                    note="--network none, one after another, in turns with the other engine"),
+                Row(names[1], unit="bytes", values=self.memories, kind="memory",
+                    note="PSS of the host processes above each container's PID 1"),
+                Row(names[2], self.listings, kind="ps",
+                    note=f"with {DETACHED_COUNT} of its own running")]
+
+
 def scenario_detached(bench):
     """Start 50 detached containers; their monitors' memory; ``ps`` among them."""
-    rows = []
+    rows, peers = [], []
     if bench.minidocker_setup:
         rows += [Row(name, note=bench.minidocker_setup, kind=kind) for name, kind in
                  (("minidocker run -d x50", "start"), ("minidocker monitor PSS", "memory"),
@@ -599,53 +623,70 @@ def scenario_detached(bench):
         def pid_of(name):
             return minidocker.inspect(name)["State"]["Pid"]
 
-        rows += detached_rows("minidocker", bench, start, pid_of,
-                              lambda: minidocker("ps"),
-                              lambda names: minidocker("rm", "-f", *names))
+        peers.append(DetachedPeer("minidocker", "monitor", start, pid_of,
+                                  lambda: minidocker("ps"),
+                                  lambda names: minidocker("rm", "-f", *names)))
     if not bench.podman:
         rows += [Row(name, note=bench.podman_setup, kind=kind) for name, kind in
                  (("podman run -d x50", "start"), ("podman conmon PSS", "memory"),
                   ("podman ps", "ps"))]
-        return rows
-    podman = bench.podman
+    else:
+        podman = bench.podman
 
-    def podman_start(name):
-        command(podman.run_argv("-d", "--name", name, "--network=none", "localhost/busybox",
-                                "sleep", "3600"))
+        def podman_start(name):
+            command(podman.run_argv("-d", "--name", name, "--network=none", "localhost/busybox",
+                                    "sleep", "3600"))
 
-    def podman_pid_of(name):
-        output = podman("inspect", "--format", "{{.State.Pid}}", name, stdout=subprocess.PIPE).stdout
-        return int(output)
+        def podman_pid_of(name):
+            output = podman("inspect", "--format", "{{.State.Pid}}", name,
+                            stdout=subprocess.PIPE).stdout
+            return int(output)
 
-    rows += detached_rows("podman", bench, podman_start, podman_pid_of,
-                          lambda: podman("ps"),
-                          lambda names: podman("rm", "--force", "--time", "0", *names))
-    return rows
+        peers.append(DetachedPeer("podman", "conmon", podman_start, podman_pid_of,
+                                  lambda: podman("ps"),
+                                  lambda names: podman("rm", "--force", "--time", "0", *names)))
+    start_in_turns(peers, bench)
+    return [row for peer in peers for row in peer.rows()] + rows
 
 
-def detached_rows(engine, bench, start, pid_of, list_containers, remove):
-    """Three rows for one engine: start 50 (total), PSS per container, ps."""
-    label = "monitor" if engine == "minidocker" else "conmon"
+def start_in_turns(peers, bench):
+    """Start DETACHED_COUNT containers per engine, one of each engine in turn.
+
+    Each engine's total is the sum of its own starts: the machine's
+    minute-to-minute drift falls on every engine alike, as in
+    :func:`measure_in_turns`.  Then the monitors' memory, and ``ps`` with
+    each engine's containers running.
+    """
     rounds, _ = bench.rounds("detached")
-    starts, memories, listings = [], [], []
-    try:
-        for round_number in range(rounds):
-            names = [f"mdbench-d{round_number}-{index}" for index in range(DETACHED_COUNT)]
-            try:
-                starts.append(time_one(lambda: [start(name) for name in names]))
-                memories += [keeper_memory(pid_of(name)) for name in names]
-                listings += time_rounds(lambda _: list_containers(), *bench.rounds("start"))
-            finally:
-                remove(names)
-    except Failed as reason:
-        return [Row(f"{engine} run -d x{DETACHED_COUNT}", note=f"failed: {reason}", kind="start"),
-                Row(f"{engine} {label} PSS", note=f"failed: {reason}", kind="memory"),
-                Row(f"{engine} ps", note=f"failed: {reason}", kind="ps")]
-    return [Row(f"{engine} run -d x{DETACHED_COUNT}", starts, kind="start",
-                note="--network none, one after another"),
-            Row(f"{engine} {label} PSS", unit="bytes", values=memories, kind="memory",
-                note="PSS of the host processes above each container's PID 1"),
-            Row(f"{engine} ps", listings, kind="ps", note=f"with {DETACHED_COUNT} running")]
+    for round_number in range(rounds):
+        names = [f"mdbench-d{round_number}-{index}" for index in range(DETACHED_COUNT)]
+        started = {peer.name: [] for peer in peers}
+        totals = {peer.name: 0.0 for peer in peers}
+        try:
+            for name in names:
+                for peer in peers:
+                    if peer.failure:
+                        continue
+                    try:
+                        totals[peer.name] += time_one(lambda: peer.start(name))
+                    except Failed as reason:
+                        peer.failure = f"failed: {reason}"
+                        continue
+                    started[peer.name].append(name)
+            for peer in peers:
+                if peer.failure:
+                    continue
+                try:
+                    peer.starts.append(totals[peer.name])
+                    peer.memories += [keeper_memory(peer.pid_of(name)) for name in names]
+                    peer.listings += time_rounds(lambda _: peer.list_containers(),
+                                                 *bench.rounds("start"))
+                except Failed as reason:
+                    peer.failure = f"failed: {reason}"
+        finally:
+            for peer in peers:
+                if started[peer.name]:
+                    peer.remove(started[peer.name])
 
 
 def keeper_memory(pid):
@@ -825,7 +866,8 @@ def markdown(results, about):
              f"at the end {about['load']} (other work on the machine shows up as spread).", "",
              "Every peer is timed the same way: untimed warm-up rounds, then timed rounds of one "
              "command each (output to /dev/null); in the start scenarios the peers take turns, "
-             "one round each. *ratio* is the peer's median divided by "
+             "one round each, and detached containers start one of each engine in turn. "
+             "*ratio* is the peer's median divided by "
              "minidocker's in the same scenario (above 1: minidocker is faster).", ""]
     for scenario, rows in results.items():
         lines += [f"## {scenario}", "", "| peer | min | median | max | rounds | ratio | note |",
