@@ -757,3 +757,30 @@ def _a_dead_pid():
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+# -- names: one file each under ENGINE_ROOT/names -----------------------------------
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "x/../../../etc/passwd", "-x"])
+def test_a_hostile_name_is_refused_by_create_and_rename_and_writes_no_file(busybox, name):
+    busybox.ok("create", "--name", "plain", "busybox", "true")
+    for argv in (["create", "--name", name, "busybox", "true"], ["rename", "plain", name]):
+        result = busybox.run(*argv)
+        assert result.returncode == 125, (argv, result.stderr)
+        assert result.stderr.count("\n") <= 2 and "minidocker:" in result.stderr
+    assert os.listdir(os.path.join(busybox.root, "names")) == ["plain"]
+    assert busybox.ok("ps", "-a", "--format", "{{.Names}}").split() == ["plain"]
+
+
+def test_a_name_file_without_its_container_holds_no_name(busybox):
+    """A command killed between writing a name and its record leaves a stale file."""
+    busybox.ok("create", "--name", "web", "busybox", "true")
+    with open(os.path.join(busybox.root, "names", "ghost"), "w") as stale:
+        stale.write("0" * 64)
+    busybox.ok("create", "--name", "ghost", "busybox", "true")
+    taken = busybox.run("create", "--name", "web", "busybox", "true")
+    assert taken.returncode == 125 and "is already in use" in taken.stderr
+    busybox.ok("rename", "web", "site")
+    busybox.ok("create", "--name", "web", "busybox", "true")  # the old name was given back
+    busybox.ok("rm", "site")
+    assert sorted(os.listdir(os.path.join(busybox.root, "names"))) == ["ghost", "web"]
