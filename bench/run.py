@@ -593,6 +593,13 @@ class DetachedPeer:
         self.starts, self.memories, self.listings = [], [], []
         self.failure = None
 
+    @classmethod
+    def missing(cls, name, label, reason):
+        """An engine that is not here: its three rows say why."""
+        peer = cls(name, label, None, None, None, None)
+        peer.failure = reason
+        return peer
+
     def rows(self):
         names = (f"{self.name} run -d x{DETACHED_COUNT}", f"{self.name} {self.label} PSS",
                  f"{self.name} ps")
@@ -609,11 +616,9 @@ class DetachedPeer:
 
 def scenario_detached(bench):
     """Start 50 detached containers; their monitors' memory; ``ps`` among them."""
-    rows, peers = [], []
+    peers = []
     if bench.minidocker_setup:
-        rows += [Row(name, note=bench.minidocker_setup, kind=kind) for name, kind in
-                 (("minidocker run -d x50", "start"), ("minidocker monitor PSS", "memory"),
-                  ("minidocker ps", "ps"))]
+        peers.append(DetachedPeer.missing("minidocker", "monitor", bench.minidocker_setup))
     else:
         minidocker = bench.minidocker
 
@@ -627,9 +632,7 @@ def scenario_detached(bench):
                                   lambda: minidocker("ps"),
                                   lambda names: minidocker("rm", "-f", *names)))
     if not bench.podman:
-        rows += [Row(name, note=bench.podman_setup, kind=kind) for name, kind in
-                 (("podman run -d x50", "start"), ("podman conmon PSS", "memory"),
-                  ("podman ps", "ps"))]
+        peers.append(DetachedPeer.missing("podman", "conmon", bench.podman_setup))
     else:
         podman = bench.podman
 
@@ -646,7 +649,7 @@ def scenario_detached(bench):
                                   lambda: podman("ps"),
                                   lambda names: podman("rm", "--force", "--time", "0", *names)))
     start_in_turns(peers, bench)
-    return [row for peer in peers for row in peer.rows()] + rows
+    return [row for peer in peers for row in peer.rows()]
 
 
 def start_in_turns(peers, bench):
