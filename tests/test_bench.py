@@ -93,3 +93,13 @@ def test_peers_measured_in_turns_alternate_round_by_round():
     assert len(by_name["a"].seconds) == 3 and by_name["a"].note == "note of a"
     assert by_name["absent"] is absent
     assert by_name["broken"].seconds == [] and by_name["broken"].note.startswith("failed:")
+
+
+@pytest.mark.ch1
+def test_a_missing_engine_in_the_detached_scenario_gives_three_rows_that_say_why():
+    absent = bench.DetachedPeer.missing("podman", "conmon", "not installed")
+    bench.start_in_turns([absent], type("Bench", (), {"rounds": lambda self, _: (1, 0)})())
+    rows = absent.rows()
+    assert [(row.name, row.kind) for row in rows] == [
+        ("podman run -d x50", "start"), ("podman conmon PSS", "memory"), ("podman ps", "ps")]
+    assert all(row.note == "not installed" and not row.seconds for row in rows)
