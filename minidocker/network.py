@@ -805,6 +805,35 @@ def plug_cable(container_id, pid, endpoint, settings):
     # already in the namespace: see configure_eth0.
 
 
+def unplug_cable(container_id):
+    """Delete the host end of the cable; the kernel deletes its peer with it.
+
+    When the container's namespace died first, the kernel has already
+    removed both ends, and there is nothing to do.
+    """
+    outside = host_interface_name(container_id)
+    if not _link_exists(outside):
+        return
+    result = host.run(["ip", "link", "delete", outside], CHAPTER, check=False)
+    # The namespace may die between the look and the delete, taking the
+    # pair with it: that failure is the success we wanted.
+    if result.returncode != 0 and _link_exists(outside):
+        raise host.EngineError(f"ip link delete {outside} failed: "
+                               f"{result.stderr.decode(errors='replace').strip()}")
+
+
+def _bridge_mtu(bridge):
+    with open(f"/sys/class/net/{bridge}/mtu") as mtu:
+        return int(mtu.read())
+
+
+def _ip_batch(commands):
+    """Run several ``ip`` commands in one process."""
+    for command in commands:
+        host.narrate(CHAPTER, f"ip {command}")
+    host.run(["ip", "-batch", "-"], CHAPTER, input="\n".join(commands).encode() + b"\n")
+
+
 # -- inside the container: eth0's address and route ----------------------
 
 #: linux/sockios.h: the ioctls ifconfig(8) and route(8) are made of.
@@ -867,39 +896,6 @@ def _socket_address(address):
     """A ``struct sockaddr_in`` for an IPv4 address (text, or four bytes), port 0."""
     packed = socket.inet_aton(address) if isinstance(address, str) else address
     return struct.pack("=HH4s8x", socket.AF_INET, 0, packed)
-
-
-def unplug_cable(container_id):
-    """Delete the host end of the cable; the kernel deletes its peer with it.
-
-    When the container's namespace died first, the kernel has already
-    removed both ends, and there is nothing to do.
-    """
-    outside = host_interface_name(container_id)
-    if not _link_exists(outside):
-        return
-    result = host.run(["ip", "link", "delete", outside], CHAPTER, check=False)
-    # The namespace may die between the look and the delete, taking the
-    # pair with it: that failure is the success we wanted.
-    if result.returncode != 0 and _link_exists(outside):
-        raise host.EngineError(f"ip link delete {outside} failed: "
-                               f"{result.stderr.decode(errors='replace').strip()}")
-
-
-def _bridge_mtu(bridge):
-    with open(f"/sys/class/net/{bridge}/mtu") as mtu:
-        return int(mtu.read())
-
-
-def _ip_batch(commands, pid=None):
-    """Run several ``ip`` commands in one process; inside ``pid``'s namespace if given."""
-    where = f"nsenter --net=/proc/{pid}/ns/net " if pid else ""
-    for command in commands:
-        host.narrate(CHAPTER, f"{where}ip {command}")
-    argv = ["ip", "-batch", "-"]
-    if pid:
-        argv = ["nsenter", f"--net=/proc/{pid}/ns/net", *argv]
-    host.run(argv, CHAPTER, input="\n".join(commands).encode() + b"\n")
 
 
 # -- the firewall: minidocker's own chains -------------------------------
