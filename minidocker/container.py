@@ -894,10 +894,16 @@ def start_detached(container):
         for descriptor in (0, 1, 2):
             os.dup2(null, descriptor)
         _write_comm("md-monitor")
+
+        def running():
+            _report(ready_write, "ok")
+            # Docker's run -d returns as the container starts; the trace
+            # of the rest would reach a terminal that has moved on.
+            host.end_trace()
+
         code = 125
         try:
-            code = start(container, attach=False,
-                         on_running=lambda: _report(ready_write, "ok"))
+            code = start(container, attach=False, on_running=running)
             code = restart_while_the_policy_says(container, code)
         except host.EngineError as error:
             _report(ready_write, f"{error.exit_code}\t{error}")

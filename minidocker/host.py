@@ -67,6 +67,19 @@ def enable_trace(step=False):
     os.environ["MINIDOCKER_TRACE"] = "step" if step else "1"
 
 
+def end_trace():
+    """Stop narrating and let go of the duplicated standard error.
+
+    A detached monitor calls this once the container runs: it may live
+    for days, and a reader of the command line's standard error (``run
+    -d --trace 2>&1 | cat``) waits until every writer has closed it.
+    """
+    global _trace_fd
+    if _trace_fd is not None:
+        os.close(_trace_fd)
+        _trace_fd = None
+
+
 def tracing():
     """Say whether ``--trace`` is on."""
     return _trace_fd is not None

@@ -60,6 +60,24 @@ def test_run_detached_returns_at_once_and_the_monitor_records_the_end(busybox):
     assert wait_for(lambda: not process_exists(monitor))  # ended and reaped: no zombie
 
 
+def test_run_detached_with_trace_lets_go_of_the_pipe_it_narrates_into(busybox):
+    # `--trace run -d 2>&1 | cat` must end when run -d does, not when the
+    # container does: the monitor gives back its copy of standard error.
+    started = time.monotonic()
+    result = subprocess.run([*busybox.command("--trace", "run", "-d", "busybox", "sleep", "15")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=busybox.environment(), timeout=30)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.decode().splitlines()
+    assert took < 10, f"the pipe stayed open {took:.1f} s, until the container ended"
+    assert any(line.startswith("[ch3 rootfs]") for line in lines)
+    container_id = lines[-1]
+    assert len(container_id) == 64, lines[-3:]
+    assert state(busybox, container_id)["Running"]
+    busybox.ok("rm", "-f", container_id)
+
+
 def test_foreground_run_passes_piped_stdin_with_i(busybox):
     result = busybox.run("run", "-i", "--rm", "busybox", "sh", "-c", "tr a-z A-Z; echo done",
                          input="hello through the pipe\n")
