@@ -358,8 +358,7 @@ def store_layer(store, members, mtime_limit=None):
                 for name, path in members:
                     add_member(archive, name, path, first_names, mtime_limit)
         digest = "sha256:" + output.hexdigest()
-        os.chmod(temporary, 0o644)
-        os.rename(temporary, store.blob_path(digest))
+        store.install_blob_file(temporary, digest)
         host.narrate(7, f"layer {digest[:19]}: {output.size} bytes")
         return digest, output.size
     finally:
@@ -482,6 +481,8 @@ def new_image(store, parent, layer, run_config, created_by, *, comment="", autho
         entry["empty_layer"] = True
     if epoch is not None:
         config["created"] = entry["created"] = format_epoch(epoch)
+    if layer:
+        store.sync_directories()  # the layer's name is on the disk before a tag names it
     return store.add_image(layers, config, reference)
 
 

@@ -201,11 +201,18 @@ class Store:
         if expected_digest and digest != expected_digest:
             os.unlink(temporary_path)
             raise host.EngineError(f"digest mismatch: expected {expected_digest}, got {digest}")
-        with open(temporary_path, "rb") as blob:
-            os.fsync(blob.fileno())  # durable before it is visible under its digest
-        os.chmod(temporary_path, 0o644)
-        os.rename(temporary_path, self.blob_path(digest))
+        self.install_blob_file(temporary_path, digest)
         return digest
+
+    def install_blob_file(self, temporary_path, digest):
+        """Give a checked temporary file its digest's name, durably.
+
+        The bytes reach the disk before the name does: a crash in between
+        leaves a hidden temporary, never a blob whose name lies.
+        """
+        with open(temporary_path, "rb") as blob:
+            host.call(4, f"fsync {temporary_path}", os.fsync, blob.fileno())
+        self.install_blob(temporary_path, digest)
 
     def temporary_file(self):
         """A temporary file inside the store, renamed into place when verified."""
@@ -384,7 +391,13 @@ class Store:
         return os.path.join(self.layers, diff_id.removeprefix("sha256:"))
 
     def unpack_layer(self, blob_digest, diff_id, media_type):
-        """Unpack a stored layer blob once; later images share the directory."""
+        """Unpack a stored layer blob once; later images share the directory.
+
+        As a pull does (``registry.install_layers``), the staged files
+        reach the disk before the directory gets its diff id's name, and
+        the rename itself is made durable: after a crash a layer's name
+        never promises files whose bytes were lost.
+        """
         target = self.layer_path(diff_id)
         if os.path.isdir(target):
             return target
@@ -392,7 +405,13 @@ class Store:
             if not os.path.isdir(target):
                 with open(self.blob_path(blob_digest), "rb") as blob:
                     staging = self.unpack_into_staging(blob, blob_digest, diff_id, media_type)
+                try:
+                    make_durable(self.root)
+                except BaseException:
+                    rootfs.remove_tree(staging)
+                    raise
                 self.install_layer(staging, diff_id)
+                self.sync_directories()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target + ".lock")
         return target

@@ -238,6 +238,30 @@ def test_export_writes_the_merged_filesystem_and_import_takes_it_back(busybox, t
     assert busybox.ok("run", "--rm", "reimported:1", "cat", "/made.txt") == "made\n"
 
 
+def test_import_and_commit_put_bytes_on_the_disk_before_names_on_them(engine, busybox_tar):
+    # Pull's rule (registry.install_layers) for every writer of the store:
+    # the blob is fsynced, and the unpacked layer synced, before either is
+    # renamed to the name an image refers to.
+    def trace(*arguments):
+        result = engine.run("--trace", *arguments, check=True)
+        return [line for line in result.stderr.splitlines() if line.startswith("[ch")]
+
+    lines = trace("import", busybox_tar, "traced")
+    fsync = next(i for i, line in enumerate(lines) if line.startswith("[ch4 image] fsync "))
+    unpack = next(i for i, line in enumerate(lines) if "unpack layer" in line)
+    sync = next(i for i, line in enumerate(lines) if "sync --file-system" in line)
+    assert fsync < unpack < sync, lines
+    engine.ok("run", "--name", "changed", "--network", "none", "traced", "touch", "/new")
+    lines = trace("commit", "changed", "committed")
+    fsync = next(i for i, line in enumerate(lines) if line.startswith("[ch4 image] fsync "))
+    named = next(i for i, line in enumerate(lines) if line.startswith("[ch7 commit] layer sha256:"))
+    assert fsync < named, lines
+    lines = trace("run", "--rm", "--network", "none", "committed", "true")
+    unpack = next(i for i, line in enumerate(lines) if "unpack layer" in line)
+    assert "sync --file-system" in lines[unpack + 1], lines[unpack:unpack + 2]
+    engine.ok("rm", "changed")
+
+
 @pytest.mark.ch4
 def test_a_tag_never_points_at_an_image_with_a_missing_blob(busybox_tar, tmp_path):
     # The store refuses, under its lock, to name an incomplete image; that is
