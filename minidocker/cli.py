@@ -303,6 +303,18 @@ def run_and_exit():
     os._exit(status)
 
 
+def complain(message):
+    """Print an error as Docker does, on one line of standard error.
+
+    A name the user typed may hold a newline or an escape sequence; shown
+    escaped (as Go's %q would), the message stays one line that cannot
+    repaint the terminal.
+    """
+    text = "".join(character if character.isprintable() else repr(character)[1:-1]
+                   for character in str(message))
+    print(f"minidocker: {text}", file=sys.stderr)
+
+
 def main(argv=None):
     """Run one command; return its exit status."""
     wanted = command_word(argv)
@@ -325,7 +337,7 @@ def main(argv=None):
     try:
         return arguments.handler(arguments)
     except host.EngineError as error:
-        print(f"minidocker: {error}", file=sys.stderr)
+        complain(error)
         return error.exit_code
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -571,7 +583,7 @@ def command_rm(arguments):
                              volumes=arguments.volumes)
             print(reference)
         except host.EngineError as error:
-            print(f"minidocker: {error}", file=sys.stderr)
+            complain(error)
             status = 1
     return status
 
@@ -609,7 +621,7 @@ def command_inspect(arguments):
                             "RootFS": {"Type": "layers", "Layers": found.diff_ids},
                             "Size": found.size()})
         except host.EngineError:
-            print(f"minidocker: Error: No such object: {name}", file=sys.stderr)
+            complain(f"Error: No such object: {name}")
             status = 1
     print(json.dumps(results, indent=4))
     return status
@@ -860,7 +872,7 @@ def command_rmi(arguments):
                     print(f"Untagged: {display_name(reference)}")
             print(f"Deleted: {found.id}")
         except host.EngineError as error:
-            print(f"minidocker: Error response: {error}", file=sys.stderr)
+            complain(f"Error response: {error}")
             status = 1
     in_use = {directory for record in container.all_containers()
               for directory in record.config.get("LayerDirectories", [])}
@@ -1093,7 +1105,7 @@ def command_image_inspect(arguments):
         try:
             found = store.lookup(name)
         except host.EngineError:
-            print(f"minidocker: Error: No such image: {name}", file=sys.stderr)
+            complain(f"Error: No such image: {name}")
             status = 1
             continue
         results.append(describe_image(store, found))
@@ -1226,7 +1238,7 @@ def for_each_container(references, action):
             action(container.find(reference))
             print(reference)
         except host.EngineError as error:
-            print(f"minidocker: {error}", file=sys.stderr)
+            complain(error)
             status = 1
     return status
 
@@ -1268,7 +1280,7 @@ def command_wait(arguments):
         try:
             print(container.wait(container.find(reference)), flush=True)
         except host.EngineError as error:
-            print(f"minidocker: {error}", file=sys.stderr)
+            complain(error)
             status = 1
     return status
 
@@ -1424,7 +1436,7 @@ def command_volume_inspect(arguments):
         try:
             results.append(volume.get(name).inspect())
         except host.EngineError as error:
-            print(f"minidocker: {error}", file=sys.stderr)
+            complain(error)
             status = 1
     print(json.dumps(results, indent=4))
     return status
@@ -1449,7 +1461,7 @@ def command_volume_rm(arguments):
             volume.remove(found)
             print(name)
         except host.EngineError as error:
-            print(f"minidocker: Error response from daemon: {error}", file=sys.stderr)
+            complain(f"Error response from daemon: {error}")
             status = 1
     return status
 
@@ -1693,7 +1705,7 @@ def command_network_inspect(arguments):
         try:
             results.append(network.inspect_network(name))
         except host.EngineError:
-            print(f"minidocker: Error: No such network: {name}", file=sys.stderr)
+            complain(f"Error: No such network: {name}")
             status = 1
     print(json.dumps(results, indent=4))
     return status
@@ -1708,7 +1720,7 @@ def command_network_rm(arguments):
             network.remove_network(name)
             print(name)
         except host.EngineError as error:
-            print(f"minidocker: {error}", file=sys.stderr)
+            complain(error)
             status = error.exit_code
     return status
 

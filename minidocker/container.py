@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import sys
@@ -32,10 +31,15 @@ import time
 from minidocker import cgroup, host, logs, namespace, network, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NAME_PATTERN = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
-HOSTNAME_PATTERN = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-                              r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-USER_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
+# Patterns, not compiled ones: re.fullmatch compiles a pattern the first
+# time it is used and caches it, so a run with no --hostname or --user
+# never pays the half millisecond theirs cost.  Matched whole: Python's
+# "$" also matches before a trailing newline, which Go's (Docker's) does
+# not, and "web\n" is neither a name nor a hostname.
+NAME_PATTERN = r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+"
+HOSTNAME_PATTERN = (r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+                    r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
+USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?"
 
 
 def containers_directory():
@@ -167,11 +171,12 @@ def create(store, image_name, options):
         raise host.EngineError(
             f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
     user = options.get("user") if options.get("user") is not None else image_config.get("User", "")
-    if user and not USER_PATTERN.match(user):
+    if user and not re.fullmatch(USER_PATTERN, user):
         raise host.EngineError(f"invalid user: {user!r}")
     mounts = [parse_volume(spec) for spec in options.get("volumes", [])]
     hostname = options.get("hostname")
-    if hostname is not None and (len(hostname) > 253 or not HOSTNAME_PATTERN.match(hostname)):
+    if hostname is not None and (len(hostname) > 253
+                                 or not re.fullmatch(HOSTNAME_PATTERN, hostname)):
         raise host.EngineError(f"invalid hostname format: {hostname}")
     networking = network.configuration(options, image_config)
     limits = resource_limits(options)
@@ -327,6 +332,8 @@ def command_line(image_config, options):
     arguments after the image name replace the image's Cmd.
     """
     if options.get("entrypoint") is not None:
+        import shlex
+
         entrypoint = shlex.split(options["entrypoint"]) if options["entrypoint"] else []
         command = list(options.get("command") or [])
     else:
@@ -390,7 +397,7 @@ def parse_volume(spec):
         raise host.EngineError("invalid volume specification: a path contains a NUL byte")
     read_only = "ro" in flags
     if not source.startswith("/"):
-        if source and not NAME_PATTERN.match(source) or source.startswith("/"):
+        if source and not re.fullmatch(NAME_PATTERN, source) or source.startswith("/"):
             raise host.EngineError(
                 f'create {source}: "{source}" includes invalid characters for a local volume '
                 'name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a '
@@ -470,7 +477,7 @@ def release_name(name, identifier):
 
 
 def check_name_is_free(name):
-    if not NAME_PATTERN.match(name):
+    if not re.fullmatch(NAME_PATTERN, name):
         raise host.EngineError(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     owner = name_owner(name.lstrip("/"))

@@ -53,9 +53,11 @@ OPAQUE_MARKER = ".wh..wh..opq"
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+# Matched whole (fullmatch): Python's "$" also matches before a trailing
+# newline, which Go's (Docker's) does not, and "evil\n" is no name.
 _REFERENCE = re.compile(
-    rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$")
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
 
 
 class Reference:
@@ -70,8 +72,8 @@ class Reference:
 
     @classmethod
     def parse(cls, text):
-        match = _REFERENCE.match(text or "")
-        if not match and _REFERENCE.match((text or "").lower()):
+        match = _REFERENCE.fullmatch(text or "")
+        if not match and _REFERENCE.fullmatch((text or "").lower()):
             # Docker's own wording: "repository name (library/Busybox) must be lowercase".
             name = text.split("@")[0]
             if name.rfind(":") > name.rfind("/"):

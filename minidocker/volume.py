@@ -26,7 +26,7 @@ import re
 
 from minidocker import host, rootfs
 
-NAME_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # whole: fullmatch, as in container.py
 
 
 def volumes_directory():
@@ -64,7 +64,7 @@ def create(name=None, anonymous=False, labels=None):
 
     Without a name, a new volume with a random 64-digit name is made.
     """
-    if name and not NAME_PATTERN.match(name):
+    if name and not NAME_PATTERN.fullmatch(name):
         raise host.EngineError(
             f'create {name}: "{name}" includes invalid characters for a local volume name, '
             'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed')
@@ -89,7 +89,7 @@ def create(name=None, anonymous=False, labels=None):
 
 def find(name):
     """Return the volume ``name``, or None if there is none."""
-    if not NAME_PATTERN.match(name):  # never a path: "../containers" names no volume
+    if not NAME_PATTERN.fullmatch(name):  # never a path: "../containers" names no volume
         return None
     directory = os.path.join(volumes_directory(), name)
     try:

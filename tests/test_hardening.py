@@ -257,6 +257,12 @@ BAD_FLAGS = [
     (["--name", "x" * 2 + "/../y"], "Invalid container name"),
     (["--name", "-lead"], "expected one argument"),
     (["--entrypoint", ""], "no command specified"),
+    # Python's "$" matches before a final newline; Docker's (Go's) does not.
+    # The message shows the newline escaped, so it stays one line.
+    (["--name", "web\n"], "Invalid container name (web\\n)"),
+    (["--hostname", "h\n"], "invalid hostname format: h\\n"),
+    (["-u", "root\n"], "invalid user"),
+    (["-v", "vol\n:/x"], "includes invalid characters for a local volume name"),
 ]
 
 BAD_REFERENCES = [
@@ -268,6 +274,8 @@ BAD_REFERENCES = [
     ("busybox:tag:tag", "invalid reference format"),
     ("sha256:" + "0" * 64, "No such image"),
     ("missing-image", "No such image"),
+    ("busybox\n", 'invalid reference format: "busybox\\n"'),
+    ("busybox\x1b[2J", 'invalid reference format: "busybox\\x1b[2J"'),
 ]
 
 
@@ -290,6 +298,12 @@ def test_bad_references_are_one_line_and_125(busybox, reference, message):
         line = fails(busybox, *command, code=code)
         assert message in line or "No such image" in line, (command, line)
     assert busybox.ok("ps", "-aq") == ""
+
+
+def test_a_new_tag_with_a_newline_is_refused_on_one_line(busybox):
+    line = fails(busybox, "tag", "busybox", "evil\n")
+    assert line == 'minidocker: invalid reference format: "evil\\n"', line
+    assert [row.split()[0] for row in busybox.ok("images").splitlines()[1:]] == ["busybox"]
 
 
 # -- hostile images: layers -------------------------------------------------------------
