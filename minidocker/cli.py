@@ -109,6 +109,8 @@ def build_parser(wanted=None):
     run = commands.add_parser("run", help="create and start a container", add_help=False)
     add_create_options(run)
     run.add_argument("-d", "--detach", action="store_true", help="run in the background, print its id")
+    run.add_argument("--detach-keys", default="ctrl-p,ctrl-q",
+                     help="keys that detach from -it (default ctrl-p,ctrl-q)")
     run.add_argument("--rm", dest="auto_remove", action="store_true",
                      help="remove the container when it exits")
     run.set_defaults(handler=command_run)
@@ -123,6 +125,8 @@ def build_parser(wanted=None):
     start = commands.add_parser("start", help="start a created or stopped container")
     start.add_argument("-a", "--attach", action="store_true", help="attach to its output")
     start.add_argument("-i", "--interactive", action="store_true", help="attach its standard input")
+    start.add_argument("--detach-keys", default="ctrl-p,ctrl-q",
+                       help="keys that detach from -ai (default ctrl-p,ctrl-q)")
     start.add_argument("containers", nargs="+", metavar="CONTAINER")
     start.set_defaults(handler=command_start)
 
@@ -378,11 +382,14 @@ def command_run(arguments):
     if arguments.tty and not arguments.detach and not os.isatty(0):
         print("minidocker: the input device is not a TTY", file=sys.stderr)
         return 1
+    detach_keys = parse_detach_keys(arguments.detach_keys)
     created = new_container(arguments)
     if arguments.detach:
         container.start_detached(created)
         print(created.id)
         return 0
+    if has_its_own_monitor(created):
+        return start_and_attach(created, detach_keys)
     code = run_attached(created)
     if (created.config["HostConfig"].get("RestartPolicy") or {}).get("Name", "no") != "no":
         # The foreground run ends here as Docker's does; a monitor of its
@@ -394,8 +401,33 @@ def command_run(arguments):
     return code
 
 
+def has_its_own_monitor(created):
+    """Say whether a foreground start is a detached monitor plus ``attach``.
+
+    So it is for -it on a terminal, as in Docker: ctrl-p ctrl-q must be
+    able to leave the container running, and the monitor cannot be the
+    command line that the shell waits for.
+    """
+    config = created.config["Config"]
+    return config["Tty"] and config["OpenStdin"] and os.isatty(0)
+
+
+def start_and_attach(created, detach_keys):
+    """Start under a monitor of its own, attach this terminal; return the exit code."""
+    from minidocker import container
+
+    size = os.get_terminal_size(0)
+    container.start_detached(created, terminal_size=(size.lines, size.columns),
+                             client_coming=True)
+    return attach_to(created, detach_keys=detach_keys)
+
+
 def run_attached(created):
-    """Start a container in the foreground, with the caller's terminal if it has one."""
+    """Start a container in the foreground, with the caller's terminal if it has one.
+
+    The command line is the container's monitor (see :func:`has_its_own_monitor`
+    for -it on a terminal).
+    """
     from minidocker import container
 
     size = None
@@ -435,7 +467,10 @@ def command_start(arguments):
             continue
         if arguments.attach:
             container.prepare_to_start(found)
-            status = run_attached(found)
+            if arguments.interactive and has_its_own_monitor(found):
+                status = start_and_attach(found, parse_detach_keys(arguments.detach_keys))
+            else:
+                status = run_attached(found)
             continue
         container.prepare_to_start(found)
         container.start_detached(found)
@@ -1324,9 +1359,9 @@ def attach_to(record, send_input=True, detach_keys=None):
         terminal.setraw(0)
     try:
         with container.short_path(record.directory) as directory:
-            detached = logs.attach(os.path.join(directory, container.ATTACH_SOCKET), tty,
-                                   send_input=send_input,
-                                   detach_keys=logs.DETACH_KEYS if detach_keys is None else detach_keys)
+            detached, exit_code = logs.attach(
+                os.path.join(directory, container.ATTACH_SOCKET), tty, send_input=send_input,
+                detach_keys=logs.DETACH_KEYS if detach_keys is None else detach_keys)
     finally:
         if saved is not None:
             import termios
@@ -1335,7 +1370,9 @@ def attach_to(record, send_input=True, detach_keys=None):
     if detached:
         print("read escape sequence", file=sys.stderr)
         return 0
-    return container.wait(record)
+    # The monitor says how the container ended (even one --rm removed);
+    # a monitor that could not say leaves it to the container's state.
+    return exit_code if exit_code is not None else container.wait(record)
 
 
 def parse_detach_keys(text):

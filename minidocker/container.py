@@ -516,13 +516,15 @@ def remove_abandoned_drafts(directory):
 
 # -- starting: the monitor and PID 1 -----------------------------------------
 
-def start(container, attach=True, terminal_size=None, on_running=None):
+def start(container, attach=True, terminal_size=None, on_running=None, client_coming=False):
     """Start PID 1 and monitor it until it exits; return its exit code.
 
     The caller is the monitor: it keeps the container's output streams,
     writes the log, waits for PID 1 and cleans up after it.  With
     ``attach`` the output is also copied to the caller's own streams.
-    ``on_running`` is called once the user's command has started.
+    ``on_running`` is called once the user's command has started.  With
+    ``client_coming`` the output waits for the first ``attach`` client
+    (``run -it``: the command line attaches as soon as it hears "running").
     """
     # The group exists, limits written, before PID 1 does: PID 1 joins it
     # first thing, so nothing the user runs is ever outside it.  A group
@@ -532,12 +534,13 @@ def start(container, attach=True, terminal_size=None, on_running=None):
     for warning in group.create(cgroup.Limits.from_host_config(container.config["HostConfig"])):
         print(f"WARNING: {warning}", file=sys.stderr)
     try:
-        return _start_and_monitor(container, group, attach, terminal_size, on_running)
+        return _start_and_monitor(container, group, attach, terminal_size, on_running,
+                                  client_coming)
     finally:
         group.destroy()
 
 
-def _start_and_monitor(container, group, attach, terminal_size, on_running):
+def _start_and_monitor(container, group, attach, terminal_size, on_running, client_coming):
     config = container.config
     tty = config["Config"]["Tty"]
     interactive = config["Config"]["OpenStdin"]
@@ -585,23 +588,31 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running):
     container.save_state(Status="running", Running=True, Restarting=False,
                          StartedAt=logs.timestamp(), ExitCode=0, Error="")
     logs.narrate_monitor(container.id, pid)
-    relay = _make_relay(container, parent_socket if tty else None, streams, attach)
+    relay = _make_relay(container, parent_socket if tty else None, streams, attach, client_coming)
     if on_running:
         on_running()
-    with _forwarded_signals(pid, relay if tty and attach else None):
-        relay.run()
-    relay.close()
-    for descriptor in relay.output_descriptors:
-        os.close(descriptor)
-    relay.log.close()
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    oom_killed = group.oom_killed()
-    group.destroy()
-    return finish(container, exit_code=code if code >= 0 else 128 - code, oom_killed=oom_killed)
+    exit_code = None
+    try:
+        with _forwarded_signals(pid, relay if tty and attach else None):
+            relay.run()
+        relay.close()
+        for descriptor in relay.output_descriptors:
+            os.close(descriptor)
+        relay.log.close()
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        oom_killed = group.oom_killed()
+        group.destroy()
+        exit_code = finish(container, exit_code=code if code >= 0 else 128 - code,
+                           oom_killed=oom_killed)
+        return exit_code
+    finally:
+        # Last, once a --rm container is gone too: an attached ``run -it``
+        # returns this code, and Docker's run returns after the removal.
+        relay.report_exit(exit_code)
 
 
-def _make_relay(container, terminal_socket, streams, attach):
+def _make_relay(container, terminal_socket, streams, attach, client_coming=False):
     """Set up the monitor's side: the log, the streams, the attach socket.
 
     A foreground ``run`` is attached: output is also copied to the
@@ -614,11 +625,12 @@ def _make_relay(container, terminal_socket, streams, attach):
         _, descriptors, _, _ = socket.recv_fds(terminal_socket, 16, 1)
         terminal_socket.close()
         master = descriptors[0]
-        relay = logs.Relay(log, {master: "stdout"}, container_input=master, terminal=master)
+        relay = logs.Relay(log, {master: "stdout"}, container_input=master, terminal=master,
+                           hold_for_client=client_coming)
     else:
         stdin_write = streams["stdin"][1] if streams["stdin"] else None
         relay = logs.Relay(log, {streams["stdout"][0]: "stdout", streams["stderr"][0]: "stderr"},
-                           container_input=stdin_write)
+                           container_input=stdin_write, hold_for_client=client_coming)
     relay.output_descriptors = list(relay.outputs)
     if attach:
         relay.attach_locally(1, 2, stdin=0 if config["Config"]["OpenStdin"] else None,
@@ -884,13 +896,14 @@ def read_colon_file(root, path):
         return []
 
 
-def start_detached(container):
+def start_detached(container, terminal_size=None, client_coming=False):
     """Start the container under a monitor of its own; return once it runs.
 
     The monitor is a child that leaves the command's session (setsid), so
     closing the user's terminal does not end it, and points its own
     streams at /dev/null.  It tells the command line through a pipe when
-    PID 1 is running, or why it failed.
+    PID 1 is running, or why it failed.  With ``client_coming`` the
+    command line attaches next (``run -it``, see :func:`start`).
     """
     ready_read, ready_write = os.pipe()
     monitor = os.fork()
@@ -904,13 +917,16 @@ def start_detached(container):
 
         def running():
             _report(ready_write, "ok")
-            # Docker's run -d returns as the container starts; the trace
-            # of the rest would reach a terminal that has moved on.
-            host.end_trace()
+            if not client_coming:
+                # Docker's run -d returns as the container starts; the
+                # trace of the rest would reach a terminal that has moved on.
+                host.end_trace()
 
         code = 125
         try:
-            code = start(container, attach=False, on_running=running)
+            code = start(container, attach=False, terminal_size=terminal_size,
+                         on_running=running, client_coming=client_coming)
+            host.end_trace()  # its reader, the command line of run -it, has ended too
             code = restart_while_the_policy_says(container, code)
         except host.EngineError as error:
             _report(ready_write, f"{error.exit_code}\t{error}")

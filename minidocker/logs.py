@@ -53,6 +53,16 @@ CHUNK = 1 << 18
 #: three zero bytes, and the payload's length as a 32-bit big-endian number.
 FRAME = struct.Struct(">BxxxI")
 STDIN, STDOUT, STDERR, RESIZE = 0, 1, 2, 3
+#: The monitor's last frame to a client: the container's exit code (a
+#: 32-bit signed number).  Docker's CLI asks its daemon instead; here the
+#: monitor says it, so ``run -it --rm`` knows the code of a container that
+#: is already removed.
+EXIT = 4
+EXIT_CODE = struct.Struct(">i")
+
+#: How long a monitor holds the output of a container whose command line
+#: is about to attach (``run -it``) before it logs it without a client.
+ATTACH_GRACE = 10.0
 STREAM_NUMBERS = {"stdout": STDOUT, "stderr": STDERR}
 
 #: ctrl-p ctrl-q, Docker's default detach keys.
@@ -239,7 +249,12 @@ class Relay:
     attached terminal, as it would in Docker.
     """
 
-    def __init__(self, log, outputs, container_input=None, terminal=None):
+    def __init__(self, log, outputs, container_input=None, terminal=None,
+                 hold_for_client=False):
+        """With ``hold_for_client`` no output is read until the first
+        ``attach`` client connects (or :data:`ATTACH_GRACE` has passed):
+        ``run -it`` starts its container detached and attaches a moment
+        later, and the shell's first prompt must reach it."""
         self.log = log
         self.outputs = dict(outputs)
         self.container_input = container_input
@@ -252,10 +267,16 @@ class Relay:
         self.clients = set()
         self.pending_input = bytearray()
         self.waiting_to_write = False
-        for descriptor in self.outputs:
-            self.selector.register(descriptor, selectors.EVENT_READ, "output")
+        self.held_until = time.monotonic() + ATTACH_GRACE if hold_for_client else None
+        if not hold_for_client:
+            self._read_outputs()
         if container_input is not None:
             os.set_blocking(container_input, False)
+
+    def _read_outputs(self):
+        self.held_until = None
+        for descriptor in self.outputs:
+            self.selector.register(descriptor, selectors.EVENT_READ, "output")
 
     def attach_locally(self, stdout, stderr, stdin=None, close_input_at_end=True):
         """Echo output to the caller's own descriptors and take its input."""
@@ -289,7 +310,13 @@ class Relay:
         has exited; for a terminal, read(2) fails with EIO instead.
         """
         while self.outputs:
-            for key, mask in self.selector.select():
+            timeout = None
+            if self.held_until is not None:
+                timeout = self.held_until - time.monotonic()
+                if timeout <= 0:
+                    self._read_outputs()  # nobody came: the log still gets it all
+                    continue
+            for key, mask in self.selector.select(timeout):
                 role = key.data
                 if mask & selectors.EVENT_WRITE:
                     self._flush_input()
@@ -305,16 +332,35 @@ class Relay:
                     self._from_client(key.fileobj)
 
     def close(self):
-        """Disconnect clients and stop listening; the container has ended."""
-        for client in list(self.clients):
-            self._drop(client)
+        """Stop listening and close the container's input; its output has ended.
+
+        Attached clients stay connected until :meth:`report_exit` tells
+        them how the container ended.
+        """
         if self.listener is not None:
             self.listener.close()
             if os.path.lexists(self.socket_path):
                 os.unlink(self.socket_path)
         if self.container_input is not None and self.container_input != self.terminal:
             _close_quietly(self.container_input)
+        for client in self.clients:
+            self.selector.unregister(client)
         self.selector.close()
+
+    def report_exit(self, exit_code):
+        """Send attached clients the container's exit code, then hang up.
+
+        ``exit_code`` None (the monitor failed) hangs up without one: the
+        clients ask the container's state instead.
+        """
+        for client in list(self.clients):
+            try:
+                if exit_code is not None:
+                    client.sendall(FRAME.pack(EXIT, EXIT_CODE.size) + EXIT_CODE.pack(exit_code))
+            except OSError:
+                pass
+            client.close()
+        self.clients.clear()
 
     # output
 
@@ -419,6 +465,8 @@ class Relay:
         client, _ = self.listener.accept()
         self.clients.add(client)
         self.selector.register(client, selectors.EVENT_READ, "client")
+        if self.held_until is not None:
+            self._read_outputs()
 
     def _from_client(self, client):
         try:
@@ -651,8 +699,10 @@ def _files_after(path, inode):
 def attach(socket_path, tty, send_input=True, detach_keys=DETACH_KEYS):
     """Connect the caller's terminal to a container's monitor.
 
-    Returns True when the user detached (ctrl-p ctrl-q) and False when the
-    container's output ended.  Output frames go to standard output or
+    Returns ``(detached, exit_code)``: ``(True, None)`` when the user
+    detached (ctrl-p ctrl-q), else ``(False, code)`` once the container
+    has ended, with the code its monitor reported (None if the monitor
+    hung up without one).  Output frames go to standard output or
     standard error; keystrokes go to the container, except the detach
     sequence, which ends the attachment and leaves the container running.
     """
@@ -683,9 +733,12 @@ def attach(socket_path, tty, send_input=True, detach_keys=DETACH_KEYS):
                 try:
                     header = _receive_exactly(connection, FRAME.size)
                     kind, length = FRAME.unpack(header)
-                    _write_all(2 if kind == STDERR else 1, _receive_exactly(connection, length))
+                    payload = _receive_exactly(connection, length)
                 except (EOFError, ConnectionResetError):
-                    return False
+                    return False, None
+                if kind == EXIT:
+                    return False, EXIT_CODE.unpack(payload)[0]
+                _write_all(2 if kind == STDERR else 1, payload)
             if 0 in ready:
                 typed = os.read(0, 4096)
                 data, matched, detached = _watch_for_detach(matched + typed, detach_keys)
@@ -697,7 +750,7 @@ def attach(socket_path, tty, send_input=True, detach_keys=DETACH_KEYS):
                 if not typed:
                     watched.remove(0)
                 if detached:
-                    return True
+                    return True, None
     finally:
         signal.signal(signal.SIGWINCH, previous_handler)
         connection.close()

@@ -112,6 +112,39 @@ def test_run_it_gives_a_terminal_of_the_right_size(busybox):
     assert session.wait() == 5
 
 
+def test_run_it_detaches_with_ctrl_p_ctrl_q_and_attach_takes_the_shell_back(busybox):
+    # Docker's run -it: the detach keys leave the container running, with
+    # the same shell, and its exit code comes back to whoever is attached.
+    session = Session(busybox.command("run", "-it", "--name", "kept", "busybox", "sh"),
+                      busybox.environment())
+    session.read_until(b"# ")
+    session.type(b"export MARK=still-here\r")
+    session.read_until(b"# ", timeout=5)
+    session.type(b"\x10\x11")
+    assert session.wait() == 0
+    assert b"read escape sequence" in session.output
+    assert state(busybox, "kept")["Running"]
+    again = Session(busybox.command("attach", "kept"), busybox.environment())
+    again.wait_for_raw_mode()
+    again.type(b"echo $MARK\r")
+    again.read_until(b"still-here\r\n")
+    again.type(b"exit 7\r")
+    assert again.wait() == 7
+    assert state(busybox, "kept")["ExitCode"] == 7
+    busybox.ok("rm", "kept")
+
+
+def test_run_it_rm_returns_the_exit_code_of_a_container_already_removed(busybox):
+    session = Session(busybox.command("run", "-it", "--rm", "--detach-keys", "ctrl-x,x",
+                                      "busybox", "sh", "-c", "echo first-words; read line; exit 9"),
+                      busybox.environment())
+    session.read_until(b"first-words")  # said before the command line attached: held for it
+    session.type(b"\x10\x11go\r")  # ctrl-p ctrl-q are only keys when others detach
+    assert session.wait() == 9
+    assert b"read escape sequence" not in session.output
+    assert busybox.ok("ps", "-aq") == ""
+
+
 def test_dit_then_attach_and_detach_with_ctrl_p_ctrl_q(busybox):
     busybox.ok("run", "-dit", "--name", "shell", "busybox", "sh")
     session = Session(busybox.command("attach", "shell"), busybox.environment())
