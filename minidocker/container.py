@@ -1125,9 +1125,16 @@ def prepare_to_start(container):
 def wait(container, poll_interval=0.02):
     """Block until the container has ended; return its exit code (``wait``).
 
-    The end counts once the monitor has recorded it, or once no monitor is
-    left to record it.
+    A running container's monitor says the code itself, on the attach
+    socket, even when ``--rm`` removes the container's record before
+    anyone could read it.  Otherwise the end counts once the monitor has
+    recorded it, or once no monitor is left to record it.
     """
+    if container.is_running():
+        with short_path(container.directory) as directory:
+            code = logs.wait_for_exit_frame(os.path.join(directory, ATTACH_SOCKET))
+        if code is not None:
+            return code
     while True:
         if refresh(container).state.get("Status") in ("exited", "created", "removed"):
             break

@@ -756,6 +756,28 @@ def attach(socket_path, tty, send_input=True, detach_keys=DETACH_KEYS):
         connection.close()
 
 
+def wait_for_exit_frame(socket_path):
+    """Wait on a monitor's attach socket for the exit code it sends last.
+
+    Output frames on the way are read and dropped.  Returns None when
+    nothing listens there (the container is not running) or the monitor
+    hangs up without a code: the caller then asks the container's state.
+    """
+    import socket
+
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with connection:
+        try:
+            connection.connect(socket_path)
+            while True:
+                kind, length = FRAME.unpack(_receive_exactly(connection, FRAME.size))
+                payload = _receive_exactly(connection, length)
+                if kind == EXIT:
+                    return EXIT_CODE.unpack(payload)[0]
+        except (EOFError, OSError):
+            return None
+
+
 def _watch_for_detach(data, keys):
     """Split typed bytes into what to send, a held-back prefix of the keys, and whether to detach.
 

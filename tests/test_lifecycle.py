@@ -78,6 +78,15 @@ def test_run_detached_with_trace_lets_go_of_the_pipe_it_narrates_into(busybox):
     busybox.ok("rm", "-f", container_id)
 
 
+def test_wait_on_a_detached_rm_container_returns_its_exit_code(busybox):
+    # The record is gone by the time the code is known; Docker's wait
+    # still says it, and so does ours: the monitor tells it on its socket.
+    container_id = busybox.ok("run", "-d", "--rm", "busybox", "sh", "-c",
+                              "yes | head -c 300000; sleep 0.5; exit 3").strip()
+    assert busybox.ok("wait", container_id).strip() == "3"
+    assert busybox.ok("ps", "-aq") == ""
+
+
 def test_foreground_run_passes_piped_stdin_with_i(busybox):
     result = busybox.run("run", "-i", "--rm", "busybox", "sh", "-c", "tr a-z A-Z; echo done",
                          input="hello through the pipe\n")
