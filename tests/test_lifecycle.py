@@ -427,7 +427,8 @@ def test_a_resized_window_resizes_the_containers_terminal(busybox):
                       busybox.environment(), rows=33, columns=111)
     session.read_until(b"# ")
     session.wait_for_raw_mode()
-    # The kernel sends SIGWINCH to the terminal's foreground process: the monitor.
+    # The kernel sends SIGWINCH to the terminal's foreground process: run -it,
+    # attached to the container's monitor, which it tells the new size.
     fcntl.ioctl(session.master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
     time.sleep(0.3)
     session.type(b"stty size\r")
