@@ -24,7 +24,8 @@ import json
 import os
 import re
 import signal
-import socket
+import _socket  # not socket: see host.py
+import struct
 import sys
 import time
 
@@ -546,12 +547,12 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running, clie
     interactive = config["Config"]["OpenStdin"]
     error_read, error_write = os.pipe()
     if tty:
-        parent_socket, child_socket = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_socket, child_socket = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
         streams = None
     else:
         streams = {"stdout": os.pipe(), "stderr": os.pipe()}
         streams["stdin"] = os.pipe() if interactive else None
-    handshake, child_handshake = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    handshake, child_handshake = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
     rootfs.sealed_tools()  # held by the monitor: PID 1's last exec reaches them through it
     pid = namespace.fork_into_pid_namespace()
     if pid == 0:
@@ -622,9 +623,8 @@ def _make_relay(container, terminal_socket, streams, attach, client_coming=False
     log_config = config["HostConfig"].get("LogConfig") or {}
     log = logs.JsonFileWriter(container.log_path, *logs.log_options(log_config.get("Config") or {}))
     if terminal_socket is not None:
-        _, descriptors, _, _ = socket.recv_fds(terminal_socket, 16, 1)
+        master = _receive_descriptor(terminal_socket)
         terminal_socket.close()
-        master = descriptors[0]
         relay = logs.Relay(log, {master: "stdout"}, container_input=master, terminal=master,
                            hold_for_client=client_coming)
     else:
@@ -702,7 +702,7 @@ def _plug_network(container, pid, handshake):
     PID 1 runs the user's command only after "go".  If PID 1 failed before
     "ready", its error pipe says why.
     """
-    with handshake:
+    try:
         if handshake.recv(1) != b"r":
             return
         settings = network.connect(container.id, pid,
@@ -712,6 +712,30 @@ def _plug_network(container, pid, handshake):
             handshake.sendall(b"g")
         except (BrokenPipeError, ConnectionResetError):
             pass  # PID 1 failed while building its root: its error pipe says why
+    finally:
+        handshake.close()
+
+
+def _send_descriptor(connection, descriptor):
+    """Pass an open descriptor to the process at the other end of a Unix socket.
+
+    unix(7): "SCM_RIGHTS: Send or receive a set of open file descriptors
+    from another process"; the receiver gets a new descriptor for the same
+    open file.  PID 1 sends the master side of the terminal it opened from
+    the container's own devpts, so the monitor can relay it.
+    """
+    connection.sendmsg([b"t"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                 struct.pack("i", descriptor))])
+
+
+def _receive_descriptor(connection):
+    """Receive the one descriptor :func:`_send_descriptor` passed."""
+    size = struct.calcsize("i")
+    _, ancillary, _, _ = connection.recvmsg(1, _socket.CMSG_LEN(size))
+    for level, kind, data in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= size:
+            return struct.unpack("i", data[:size])[0]
+    raise host.EngineError("the container's terminal never arrived from its PID 1")
 
 
 def _report_failure(container, failure):
@@ -798,7 +822,7 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
                                    settings["Gateway"])
         if terminal:
             master, slave = terminal
-            socket.send_fds(terminal_socket, [b"t"], [master])
+            _send_descriptor(terminal_socket, master)
             os.close(master)
             os.login_tty(slave)
         else:
@@ -850,7 +874,7 @@ def bring_loopback_up():
     An ioctl (chapter 5's :func:`~minidocker.network.set_link_up`) saves
     starting a tool.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    with network.probe_socket() as probe:
         network.set_link_up(probe, "lo")
 
 

@@ -12,6 +12,14 @@ one place has two uses:
 
 The module also holds the few helpers every other module shares: the engine
 root, the engine's error type, atomic state files and file locks.
+
+A note on sockets.  ``import socket`` costs about 4 ms, most of it spent
+building enum classes (AddressFamily, SocketKind, ...) that make its
+constants print nicely, and every ``run`` would pay it.  Its C core,
+``_socket``, makes the same socket objects and has the same functions
+(socket(2), socketpair(2), sethostname(2), inet_aton(3)), so the code that
+starts a container uses ``_socket``; commands that talk to a registry or
+attach to a monitor use ``socket`` as usual.
 """
 
 import contextlib

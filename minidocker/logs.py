@@ -40,7 +40,7 @@ The module has three parts, in the order the data flows:
 
 import json
 import os
-import selectors
+import select
 import struct
 import time
 
@@ -235,6 +235,58 @@ class JsonFileWriter:
 
 # -- 2. the monitor's loop ------------------------------------------------------
 
+#: What a descriptor is watched for (epoll(7)'s EPOLLIN and EPOLLOUT).
+READ, WRITE = select.EPOLLIN, select.EPOLLOUT
+
+
+class Watcher:
+    """The descriptors a monitor waits on, each with its role, over one epoll(7).
+
+    (The selectors module does this too, with more classes; importing it
+    costs more than a millisecond of every ``run``.)  A hang-up or an
+    error counts as whatever the descriptor is watched for, as in
+    selectors: the next read(2) or write(2) then says what happened.
+    """
+
+    def __init__(self):
+        self.epoll = select.epoll()
+        self.watched = {}  # descriptor -> (role, the object registered, events wanted)
+
+    def register(self, source, events, role):
+        descriptor = source if isinstance(source, int) else source.fileno()
+        self.epoll.register(descriptor, events)
+        self.watched[descriptor] = (role, source, events)
+
+    def modify(self, descriptor, events):
+        self.epoll.modify(descriptor, events)
+        role, source, _ = self.watched[descriptor]
+        self.watched[descriptor] = (role, source, events)
+
+    def unregister(self, source):
+        descriptor = source if isinstance(source, int) else source.fileno()
+        self.epoll.unregister(descriptor)
+        del self.watched[descriptor]
+
+    def wait(self, timeout=None):
+        """Wait (``timeout`` seconds at most) and return what is ready.
+
+        Each item is a tuple: the descriptor, its role, the object
+        registered for it, and the events that are ready.
+        """
+        ready = []
+        for descriptor, events in self.epoll.poll(-1 if timeout is None else timeout):
+            if descriptor not in self.watched:
+                continue  # no longer watched
+            role, source, wanted = self.watched[descriptor]
+            if events & (select.EPOLLHUP | select.EPOLLERR):
+                events |= READ | WRITE
+            ready.append((descriptor, role, source, events & wanted))
+        return ready
+
+    def close(self):
+        self.epoll.close()
+
+
 class Relay:
     """Copy a container's output to its log and to whoever is attached.
 
@@ -259,7 +311,7 @@ class Relay:
         self.outputs = dict(outputs)
         self.container_input = container_input
         self.terminal = terminal
-        self.selector = selectors.DefaultSelector()
+        self.selector = Watcher()
         self.echo = {}
         self.local_input = None
         self.close_input_at_end = False
@@ -276,7 +328,7 @@ class Relay:
     def _read_outputs(self):
         self.held_until = None
         for descriptor in self.outputs:
-            self.selector.register(descriptor, selectors.EVENT_READ, "output")
+            self.selector.register(descriptor, READ, "output")
 
     def attach_locally(self, stdout, stderr, stdin=None, close_input_at_end=True):
         """Echo output to the caller's own descriptors and take its input."""
@@ -284,7 +336,7 @@ class Relay:
         if stdin is not None and self.container_input is not None:
             self.local_input = stdin
             self.close_input_at_end = close_input_at_end
-            self.selector.register(stdin, selectors.EVENT_READ, "local input")
+            self.selector.register(stdin, READ, "local input")
 
     def listen(self, path, bind_path=None):
         """Accept ``attach`` clients on a Unix socket at ``path``.
@@ -292,16 +344,16 @@ class Relay:
         ``bind_path`` is a shorter name for the same place, for paths
         longer than a socket address can hold.
         """
-        import socket
+        import _socket  # not socket, on the start path: see host.py
 
         if os.path.lexists(path):
             os.unlink(path)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self.listener.bind(bind_path or path)
         self.socket_path = path
         os.chmod(path, 0o600)
         self.listener.listen(4)
-        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
+        self.selector.register(self.listener, READ, "listener")
 
     def run(self):
         """Relay until every output stream has reached end of file.
@@ -316,20 +368,19 @@ class Relay:
                 if timeout <= 0:
                     self._read_outputs()  # nobody came: the log still gets it all
                     continue
-            for key, mask in self.selector.select(timeout):
-                role = key.data
-                if mask & selectors.EVENT_WRITE:
+            for descriptor, role, source, mask in self.selector.wait(timeout):
+                if mask & WRITE:
                     self._flush_input()
-                if not mask & selectors.EVENT_READ:
+                if not mask & READ:
                     continue
                 if role == "output":
-                    self._from_container(key.fd)
+                    self._from_container(descriptor)
                 elif role == "local input":
-                    self._from_local_input(key.fd)
+                    self._from_local_input(descriptor)
                 elif role == "listener":
                     self._accept()
                 elif role == "client":
-                    self._from_client(key.fileobj)
+                    self._from_client(source)
 
     def close(self):
         """Stop listening and close the container's input; its output has ended.
@@ -430,11 +481,11 @@ class Relay:
             return
         self.waiting_to_write = wanted
         descriptor = self.container_input
-        events = (selectors.EVENT_READ if descriptor in self.outputs else 0) | \
-            (selectors.EVENT_WRITE if wanted else 0)
-        if descriptor in self.selector.get_map():
+        events = (READ if descriptor in self.outputs else 0) | \
+            (WRITE if wanted else 0)
+        if descriptor in self.selector.watched:
             if events:
-                self.selector.modify(descriptor, events, self.selector.get_key(descriptor).data)
+                self.selector.modify(descriptor, events)
             else:
                 self.selector.unregister(descriptor)
         elif events:
@@ -462,9 +513,14 @@ class Relay:
     # attach clients
 
     def _accept(self):
-        client, _ = self.listener.accept()
+        import _socket
+
+        # accept(2), as _socket has it: the new connection's descriptor
+        # (socket.socket.accept wraps this same call).
+        descriptor, _ = self.listener._accept()
+        client = _socket.socket(fileno=descriptor)
         self.clients.add(client)
-        self.selector.register(client, selectors.EVENT_READ, "client")
+        self.selector.register(client, READ, "client")
         if self.held_until is not None:
             self._read_outputs()
 

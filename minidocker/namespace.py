@@ -27,7 +27,7 @@ container's PID 1 is always a *child* of the process that unshared.
 """
 
 import os
-import socket
+import _socket  # not socket: see host.py
 
 from minidocker import host
 
@@ -86,7 +86,7 @@ def unshare(kinds):
 
 def set_hostname(name):
     """Set the hostname, which only the caller's UTS namespace will see."""
-    host.call(1, f"sethostname({name!r})", socket.sethostname, name)
+    host.call(1, f"sethostname({name!r})", _socket.sethostname, name)
 
 
 def enter(pid, kinds):

@@ -43,9 +43,10 @@ Everything in the host's tables lives in minidocker's own chains
 
 # ipaddress is imported by the functions that handle subnets: a container
 # with --network none never needs it, and importing it costs ~2.5 ms.
+import contextlib
 import json
 import os
-import socket
+import _socket  # not socket, on the start path: see host.py
 import struct
 import sys
 
@@ -854,7 +855,7 @@ def configure_eth0(address, prefix_length, gateway):
     """
     import fcntl
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    with probe_socket() as probe:
         mask = (0xFFFFFFFF << (32 - prefix_length)) & 0xFFFFFFFF
         host.call(CHAPTER, f"ip addr add {address}/{prefix_length} dev eth0", _set_addresses,
                   probe, _socket_address(address), _socket_address(mask.to_bytes(4, "big")))
@@ -867,6 +868,16 @@ def configure_eth0(address, prefix_length, gateway):
                             RTF_UP | RTF_GATEWAY, 0, 0, 0, 0, 0, 0, 0, 0)
         host.call(CHAPTER, f"ip route add default via {gateway}", fcntl.ioctl,
                   probe, SIOCADDRT, route)
+
+
+@contextlib.contextmanager
+def probe_socket():
+    """Any socket, for the netdevice(7) ioctls: it names the network namespace."""
+    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        yield probe
+    finally:
+        probe.close()
 
 
 def set_link_up(probe, name):
@@ -894,8 +905,8 @@ def _set_addresses(probe, address, netmask):
 
 def _socket_address(address):
     """A ``struct sockaddr_in`` for an IPv4 address (text, or four bytes), port 0."""
-    packed = socket.inet_aton(address) if isinstance(address, str) else address
-    return struct.pack("=HH4s8x", socket.AF_INET, 0, packed)
+    packed = _socket.inet_aton(address) if isinstance(address, str) else address
+    return struct.pack("=HH4s8x", _socket.AF_INET, 0, packed)
 
 
 # -- the firewall: minidocker's own chains -------------------------------
@@ -1233,8 +1244,8 @@ def describe_ports(ports):
 
 
 def _bind(port):
-    kind = socket.SOCK_STREAM if port["Protocol"] == "tcp" else socket.SOCK_DGRAM
-    reservation = socket.socket(socket.AF_INET, kind)
+    kind = _socket.SOCK_STREAM if port["Protocol"] == "tcp" else _socket.SOCK_DGRAM
+    reservation = _socket.socket(_socket.AF_INET, kind)
     address = port["HostIp"] or "0.0.0.0"
     try:
         reservation.bind((address, int(port["HostPort"] or 0)))

@@ -25,7 +25,6 @@ import errno
 import fcntl
 import os
 import re
-import socket
 import stat
 import struct
 import termios
@@ -919,4 +918,4 @@ def host_resolv_conf():
 
 def default_hostname(container_id):
     """Docker names a container's host after the first 12 digits of its id."""
-    return container_id[:12] or socket.gethostname()
+    return container_id[:12] or os.uname().nodename
