@@ -212,6 +212,8 @@ def add_create_options(parser):
     parser.add_argument("--name", help="assign a name to the container")
     parser.add_argument("-h", "--hostname", help="the container's host name")
     parser.add_argument("--help", action="help", help="show this help and exit")  # -h is --hostname
+    parser.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+                        help="pull the image first: if it is missing (default), always, never")
     parser.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
     parser.add_argument("--env-file", dest="env_files", action="append", default=[],
                         help="read environment variables from a file")
@@ -373,7 +375,10 @@ def new_container(arguments):
 
     store = image.Store()
     store.ensure()
-    return container.create(store, arguments.image, create_options(arguments))
+    # As Docker's run and create do: a missing image is pulled, and the
+    # pull's progress goes to standard error, leaving stdout to the command.
+    source = image.find_or_pull(store, arguments.image, arguments.pull, sys.stderr)
+    return container.create(store, arguments.image, create_options(arguments), source)
 
 
 def command_run(arguments):

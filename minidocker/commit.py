@@ -870,7 +870,10 @@ class Builder:
         elif name == "scratch":
             self.image = self.empty_image()
         else:
-            self.image = self.store.lookup(name)
+            # Pulled if missing, as Docker's build does; the pull's lines
+            # come between the step's own, on the same standard output.
+            self.image = image.find_or_pull(self.store, name, "missing",
+                                            None if self.quiet else sys.stdout)
         self.config = copy.deepcopy(self.image.run_config)
         self.args, self.shell = {}, list(self.config.get("Shell") or DEFAULT_SHELL)
         self.cmd_given = False

@@ -156,14 +156,15 @@ def find(reference):
 
 # -- creating --------------------------------------------------------------
 
-def create(store, image_name, options):
+def create(store, image_name, options, source=None):
     """Create a container from an image and the ``run`` options; return it.
 
     Everything the user gave is checked before anything is written, and
     the directory is built under a temporary name and renamed into place,
-    so a bad flag or a killed command leaves nothing half-made.
+    so a bad flag or a killed command leaves nothing half-made.  ``source``
+    is the image, when the caller has looked it up (or pulled it) already.
     """
-    source = store.lookup(image_name)
+    source = source or store.lookup(image_name)
     image_config = source.run_config
     argv = command_line(image_config, options)
     environment = environment_list(image_config, options)

@@ -142,6 +142,10 @@ class IncompleteImage(host.EngineError):
     """An image whose manifest names a blob the store does not hold."""
 
 
+class NoSuchImage(host.EngineError):
+    """No image in the store goes by that name or id."""
+
+
 class Store:
     """The engine's images: an OCI image layout plus unpacked layers."""
 
@@ -382,7 +386,7 @@ class Store:
                 if name and reference.digest and name.repository == reference.repository \
                         and digest == reference.digest:
                     return self.image(digest)
-        raise host.EngineError(f"No such image: {text}")
+        raise NoSuchImage(f"No such image: {text}")
 
     def image(self, manifest_digest):
         return Image(self, manifest_digest)
@@ -712,6 +716,36 @@ def utc_now():
     import datetime
 
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def find_or_pull(store, text, policy="missing", progress_stream=None):
+    """Return the image ``text`` names, pulling it first if ``policy`` says so.
+
+    Docker's ``run``, ``create`` and ``build`` pull an image they do not
+    have, and say so ("Unable to find image 'busybox:latest' locally");
+    ``--pull`` chooses: ``missing`` (the default), ``always`` or
+    ``never``.  An image id is never pulled: no registry serves one.  The
+    registry client is imported only to pull (http.client and ssl take
+    tens of milliseconds that a ``run`` of a stored image should not pay).
+    """
+    if policy != "always":
+        try:
+            return store.lookup(text)
+        except NoSuchImage:
+            if policy == "never" or re.fullmatch(r"(sha256:)?[0-9a-f]{64}", text):
+                raise
+    from minidocker import registry
+
+    progress = registry.Progress(progress_stream)
+    if policy != "always":
+        reference = Reference.parse(text)
+        shown = reference.familiar_repository
+        if reference.tag:
+            shown += f":{reference.tag}"
+        if reference.digest:
+            shown += f"@{reference.digest}"
+        progress.say(f"Unable to find image '{shown}' locally")
+    return registry.pull(text, progress=progress, store=store)
 
 
 def canonical_json(value):

@@ -154,9 +154,12 @@ def _pull_from(client, reference, wanted, progress, store):
         undo_pull(store, added, unpacked)
         raise
     named = reference.without_digest() if reference.tag else reference
+    up_to_date = any(str(name) == str(named) and digest == manifest_digest
+                     for name, digest in store.images() if name is not None)
     store.tag(named, manifest_digest, distributed=True)
     progress.say(f"Digest: {manifest_digest}")
-    progress.say(f"Status: Downloaded newer image for {named.familiar_repository}"
+    progress.say(f"Status: {'Image is up to date' if up_to_date else 'Downloaded newer image'} "
+                 f"for {named.familiar_repository}"
                  f"{':' + named.tag if named.tag else '@' + manifest_digest}")
     return store.image(manifest_digest)
 

@@ -12,9 +12,23 @@ from helpers.engine import Engine
 from helpers.images import make_busybox_tarball
 
 
+#: The network rule, enforced: ``run``, ``create`` and ``build`` pull an
+#: image they lack, and a Docker Hub name would go to registry-1.docker.io.
+#: Every HTTP(S) request of every command the tests start goes to a proxy
+#: that is not there (127.0.0.1 port 9, discard, closed), except those to
+#: loopback; so an accidental pull fails here and never leaves the machine.
+#: (The engine's client, skopeo and podman all honour these variables.)
+NOWHERE = "http://127.0.0.1:9"
+LOOPBACK = "127.0.0.1,127.0.0.2,localhost,::1,127.0.0.0/8"  # Python needs each address
+
+
 def pytest_configure(config):
     if os.geteuid() != 0:
         raise pytest.UsageError("minidocker's tests run as root against the real kernel")
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        os.environ[name] = NOWHERE
+    for name in ("no_proxy", "NO_PROXY"):
+        os.environ[name] = LOOPBACK
     config._minidocker_before = leaks.snapshot()
 
 

@@ -213,8 +213,11 @@ BAD = {
     "URL": ("FROM busybox\nADD http://127.0.0.1:9/x /x\n",
             "step 2/2 (ADD http://127.0.0.1:9/x /x): ADD from a URL is not supported: "
             "minidocker builds only from the context"),
-    "unknown base": ("FROM no-such-image\n", "step 1/1 (FROM no-such-image): "
-                     "No such image: no-such-image"),
+    # A missing base is pulled, as Docker's build does; here from a
+    # registry on a closed local port (conftest.py keeps tests off the net).
+    "unknown base": ("FROM 127.0.0.1:9/no-such-image\n",
+                     "step 1/1 (FROM 127.0.0.1:9/no-such-image): "
+                     "cannot reach the registry at 127.0.0.1:9: connection refused"),
 }
 
 

@@ -321,7 +321,7 @@ def test_interactive_terminal(busybox):
 # -- bad input ---------------------------------------------------------------------
 
 BAD_RUNS = [
-    (["no-such-image", "true"], "No such image"),
+    (["--pull", "never", "no-such-image", "true"], "No such image"),
     (["-v", "relative", "busybox", "true"], "invalid volume specification"),
     (["-v", "/tmp:relative", "busybox", "true"], "invalid volume specification"),
     (["-v", "/tmp:/x:bogus", "busybox", "true"], "invalid mode"),

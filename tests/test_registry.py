@@ -140,6 +140,52 @@ def test_docker_hub_names_go_to_the_mirror_from_the_environment(engine, registry
     assert engine.ok("run", "--rm", "busybox", "cat", "/etc/platform") == "linux/amd64\n"
 
 
+def test_run_pulls_a_missing_image_first_and_says_so_on_stderr(engine, registry):
+    # Docker's run: "Unable to find image 'busybox:latest' locally", the
+    # pull, then the command, whose output alone is on stdout.
+    mirror = {"MINIDOCKER_REGISTRY_MIRRORS": f"http://{registry.address}"}
+    result = engine.run("run", "--rm", "busybox", "cat", "/etc/platform", env=mirror)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "linux/amd64\n"
+    assert "Unable to find image 'busybox:latest' locally" in result.stderr
+    assert "Status: Downloaded newer image for busybox:latest" in result.stderr
+    again = engine.run("run", "--rm", "busybox", "true", env=mirror)
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+
+
+def test_pull_never_refuses_and_pull_always_pulls_again(engine, registry):
+    reference = f"{registry.address}/test/busybox:oci"
+    stderr = fails(engine, "create", "--pull", "never", reference, "true")
+    assert stderr.strip().splitlines() == [f"minidocker: No such image: {reference}"], stderr
+    assert engine.ok("ps", "-aq") == ""
+    first = engine.run("create", "--pull", "always", "--name", "first", reference, "true")
+    assert first.returncode == 0, first.stderr
+    assert "Unable to find image" not in first.stderr
+    assert "Status: Downloaded newer image for" in first.stderr
+    second = engine.run("create", "--pull", "always", "--name", "second", reference, "true")
+    assert second.returncode == 0, second.stderr
+    assert f"Status: Image is up to date for {reference}" in second.stderr
+    engine.ok("rm", "first", "second")
+
+
+def test_run_of_an_image_no_registry_has_fails_and_keeps_nothing(engine, registry):
+    result = engine.run("run", "--rm", f"{registry.address}/test/nothing-here", "true")
+    assert result.returncode == 125, result
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"Unable to find image '{registry.address}/test/nothing-here:latest' locally"
+    assert lines[-1].startswith("minidocker: ") and "test/nothing-here" in lines[-1], lines
+    assert "Traceback" not in result.stderr
+    assert engine.ok("ps", "-aq") == "" and store_files(engine) == set()
+
+
+def test_build_pulls_the_from_image_it_lacks(engine, registry, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {registry.address}/test/busybox:oci\nRUN echo built > /built\n")
+    output = engine.ok("build", "-t", "on-a-pulled-base", str(tmp_path))
+    assert "Unable to find image" in output and "Status: Downloaded newer image" in output
+    assert engine.ok("run", "--rm", "on-a-pulled-base", "cat", "/built") == "built\n"
+
+
 def test_docker_hub_names_go_to_the_mirror_from_daemon_json(engine, registry):
     os.makedirs(engine.root, exist_ok=True)
     with open(os.path.join(engine.root, "daemon.json"), "w") as handle:
