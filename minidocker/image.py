@@ -728,11 +728,12 @@ def find_or_pull(store, text, policy="missing", progress_stream=None):
     registry client is imported only to pull (http.client and ssl take
     tens of milliseconds that a ``run`` of a stored image should not pay).
     """
-    if policy != "always":
+    is_id = re.fullmatch(r"(sha256:)?[0-9a-f]{64}", text)
+    if policy != "always" or is_id:
         try:
             return store.lookup(text)
         except NoSuchImage:
-            if policy == "never" or re.fullmatch(r"(sha256:)?[0-9a-f]{64}", text):
+            if policy == "never" or is_id:
                 raise
     from minidocker import registry
 

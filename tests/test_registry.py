@@ -165,7 +165,11 @@ def test_pull_never_refuses_and_pull_always_pulls_again(engine, registry):
     second = engine.run("create", "--pull", "always", "--name", "second", reference, "true")
     assert second.returncode == 0, second.stderr
     assert f"Status: Image is up to date for {reference}" in second.stderr
-    engine.ok("rm", "first", "second")
+    # An image id names no repository: even --pull always only looks it up.
+    image_id = image_inspect(engine, reference)["Id"]
+    by_id = engine.run("create", "--pull", "always", "--name", "third", image_id, "true")
+    assert by_id.returncode == 0 and by_id.stderr == "", by_id.stderr
+    engine.ok("rm", "first", "second", "third")
 
 
 def test_run_of_an_image_no_registry_has_fails_and_keeps_nothing(engine, registry):
