@@ -170,6 +170,36 @@ def test_dit_then_attach_and_detach_with_ctrl_p_ctrl_q(busybox):
     assert "\nattached-42\n" in busybox.ok("logs", "shell")  # a tty is logged as stdout
 
 
+# -- create, then start -----------------------------------------------------------------
+
+def test_create_then_start_runs_it_in_the_background_and_start_a_in_the_foreground(busybox):
+    busybox.ok("create", "--name", "later", "busybox", "sh", "-c", "echo said-$((6*7)); exit 3")
+    assert state(busybox, "later")["Status"] == "created"
+    assert busybox.ok("start", "later") == "later\n"
+    assert busybox.ok("wait", "later").strip() == "3"
+    assert busybox.ok("logs", "later") == "said-42\n"
+    again = busybox.run("start", "-a", "later")  # Docker's start -a: the output and the code
+    assert (again.returncode, again.stdout) == (3, "said-42\n")
+    assert busybox.ok("logs", "later") == "said-42\nsaid-42\n"
+    busybox.ok("rm", "later")
+
+
+def test_start_ai_gives_the_terminal_and_detaches_with_ctrl_p_ctrl_q(busybox):
+    busybox.ok("create", "-it", "--name", "later-shell", "busybox", "sh")
+    session = Session(busybox.command("start", "-ai", "later-shell"), busybox.environment())
+    session.read_until(b"# ")
+    session.type(b"echo in-$((6*7))\r")
+    session.read_until(b"in-42")
+    session.type(b"\x10\x11")
+    assert session.wait() == 0
+    assert state(busybox, "later-shell")["Running"]
+    again = Session(busybox.command("attach", "later-shell"), busybox.environment())
+    again.wait_for_raw_mode()
+    again.type(b"exit 4\r")
+    assert again.wait() == 4
+    busybox.ok("rm", "later-shell")
+
+
 # -- stop, kill, restart, wait ---------------------------------------------------------
 
 def test_stop_kills_a_process_that_ignores_sigterm_after_the_timeout(busybox):
