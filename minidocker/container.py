@@ -237,6 +237,7 @@ def create(store, image_name, options, source=None):
         with names_locked():
             name = options.get("name") or unused_name()
             check_name_is_free(name)
+            name = name.lstrip("/")  # Docker's "/web" is "web"
             config["Name"] = "/" + name
             host.write_atomically(os.path.join(draft, "config.json"), json.dumps(config, indent=2))
             host.write_atomically(os.path.join(draft, "state.json"), json.dumps(new_state()))
@@ -436,8 +437,21 @@ def _names_directory():
     return os.path.join(host.engine_root(), "names")
 
 
+def _name_file(name, directory=None):
+    """The file that records ``name``: the name itself, in the names directory.
+
+    A checked name (NAME_PATTERN) without its leading "/" is one harmless
+    file name; anything else, "/etc/x" or "../x", would be a path out of
+    the directory, and is refused.
+    """
+    if name.startswith("/") or not re.fullmatch(NAME_PATTERN, name):
+        raise host.EngineError(f"Invalid container name ({name}), only "
+                               "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return os.path.join(directory or _names_directory(), name)
+
+
 def _write_name_file(directory, name, identifier):
-    with open(os.path.join(directory, name), "w") as handle:
+    with open(_name_file(name, directory), "w") as handle:
         handle.write(identifier)
 
 
@@ -449,7 +463,7 @@ def name_owner(name):
     name.
     """
     try:
-        with open(os.path.join(_names_directory(), name)) as handle:
+        with open(_name_file(name)) as handle:
             identifier = handle.read()
     except FileNotFoundError:
         return None
@@ -469,7 +483,7 @@ def claim_name(name, identifier):
 def release_name(name, identifier):
     """Forget ``name`` if it is still the container ``identifier``'s."""
     with names_locked():
-        path = os.path.join(_names_directory(), name)
+        path = _name_file(name)
         try:
             with open(path) as handle:
                 if handle.read() == identifier:
@@ -1249,7 +1263,7 @@ def rename(container, new_name):
         claim_name(container.name, container.id)
         if old_name != container.name:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(_names_directory(), old_name))
+                os.unlink(_name_file(old_name))
 
 
 def prune():

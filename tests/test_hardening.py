@@ -788,6 +788,20 @@ def test_a_hostile_name_is_refused_by_create_and_rename_and_writes_no_file(busyb
     assert busybox.ok("ps", "-a", "--format", "{{.Names}}").split() == ["plain"]
 
 
+def test_a_name_with_docker_s_leading_slash_is_that_name_and_stays_in_the_root(busybox):
+    # Docker takes "--name /web" as "web".  The name's file must be names/web,
+    # never the path "/web" itself, which would land in the host's root.
+    name = f"md-slash-{os.getpid()}"
+    busybox.ok("create", "--name", "/" + name, "busybox", "true")
+    assert not os.path.lexists("/" + name)
+    assert os.listdir(os.path.join(busybox.root, "names")) == [name]
+    busybox.ok("rename", name, "/" + name + "-2")
+    assert not os.path.lexists(f"/{name}-2")
+    assert busybox.ok("ps", "-a", "--format", "{{.Names}}").split() == [name + "-2"]
+    busybox.ok("rm", "/" + name + "-2")
+    assert os.listdir(os.path.join(busybox.root, "names")) == []
+
+
 def test_a_name_file_without_its_container_holds_no_name(busybox):
     """A command killed between writing a name and its record leaves a stale file."""
     busybox.ok("create", "--name", "web", "busybox", "true")
