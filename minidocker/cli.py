@@ -1792,16 +1792,26 @@ RESET_WARNING = """WARNING! This will remove:
         - all images
         - all networks, their bridges and their rules
         - all volumes
-        - everything else in the engine root: "{root}"
+        - everything else the engine keeps in its root: "{root}"
 Are you sure you want to continue? [y/N] """
+
+#: What the engine keeps in its root, by the module that writes it:
+#: container.py, image.py, rootfs.py (the init layer, and its draft while
+#: it is made), network.py, volume.py, registry.py (login, settings,
+#: certificates).  ``system reset`` removes these and nothing else, so a
+#: mistaken --root (a home directory, "/") loses nothing that is not ours.
+ENGINE_ENTRIES = {"containers", "names", "names.lock", "names.new", "images", "images.lock",
+                  "layers", "init-layer", "networks", "volumes", "auth.json", "daemon.json",
+                  "certs.d"}
 
 
 def command_system_reset(arguments):
-    """Empty the engine root: containers (as rm -f), networks, then every file.
+    """Empty the engine root: containers (as rm -f), networks, then the engine's files.
 
     Volumes and images are files under the root; containers and networks
     also hold host objects (mounts, cgroups, bridges, rules), so they are
-    removed through the engine first.
+    removed through the engine first.  Files the engine did not make
+    (:data:`ENGINE_ENTRIES`) stay, and a line on standard error names them.
     """
     from minidocker import container, network, rootfs
 
@@ -1819,8 +1829,15 @@ def command_system_reset(arguments):
     if mounted:
         # Deleting a tree with a mount inside deletes what is mounted there.
         raise host.EngineError(f"{mounted[0]} is still mounted: the rest of {root} is kept")
-    for entry in os.listdir(root):
-        rootfs.remove_path(os.path.join(root, entry))
+    kept = []
+    for entry in sorted(os.listdir(root)):
+        if entry in ENGINE_ENTRIES or entry.startswith("init-layer.draft-"):
+            rootfs.remove_path(os.path.join(root, entry))
+        else:
+            kept.append(entry)
+    if kept:
+        complain(f"kept what is not the engine's in {root}: {', '.join(kept[:5])}"
+                 f"{' ...' if len(kept) > 5 else ''}")
     return 0
 
 

@@ -1170,8 +1170,11 @@ def wait(container, poll_interval=0.02):
     recorded it, or once no monitor is left to record it.
     """
     if container.is_running():
-        with short_path(container.directory) as directory:
-            code = logs.wait_for_exit_frame(os.path.join(directory, ATTACH_SOCKET))
+        try:
+            with short_path(container.directory) as directory:
+                code = logs.wait_for_exit_frame(os.path.join(directory, ATTACH_SOCKET))
+        except FileNotFoundError:
+            code = None  # ended and removed (--rm) this very moment
         if code is not None:
             return code
     while True:

@@ -200,7 +200,7 @@ def clean_up(root, keep, networks):
         return
     # The default network's bridge outlives the containers; reset takes it down.
     subprocess.run(command + ["system", "reset", "--force"], env=environment,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # "kept busybox.tar"
     shutil.rmtree(root)
 
 

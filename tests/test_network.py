@@ -405,6 +405,21 @@ def test_system_reset_force_leaves_nothing_of_this_engine(busybox):
     assert busybox.ok("ps", "-aq") == "" and busybox.ok("volume", "ls", "-q") == ""
 
 
+def test_system_reset_removes_only_what_the_engine_made(busybox):
+    # A --root pointed at the wrong directory must not cost its owner a file.
+    with open(os.path.join(busybox.root, "notes.txt"), "w") as handle:
+        handle.write("mine\n")
+    os.mkdir(os.path.join(busybox.root, "photos"))
+    busybox.ok("create", "busybox", "true")
+    result = busybox.run("system", "reset", "--force")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (f"minidocker: kept what is not the engine's in {busybox.root}: "
+                             "notes.txt, photos\n")
+    assert sorted(os.listdir(busybox.root)) == ["notes.txt", "photos"]
+    with open(os.path.join(busybox.root, "notes.txt")) as handle:
+        assert handle.read() == "mine\n"
+
+
 def test_system_reset_asks_first_and_no_removes_nothing(busybox):
     kept = busybox.ok("create", "--name", "kept", "busybox", "true").strip()
     busybox.ok("run", "--rm", "busybox", "true")
