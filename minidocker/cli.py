@@ -50,7 +50,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*arguments, **options)
 
     def error(self, message):
-        sys.stderr.write(f"minidocker: {message}\nSee '{self.prog} --help'.\n")
+        complain(message)
+        sys.stderr.write(f"See '{self.prog} --help'.\n")
         sys.exit(125)
 
 

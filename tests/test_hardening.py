@@ -263,6 +263,7 @@ BAD_FLAGS = [
     (["--hostname", "h\n"], "invalid hostname format: h\\n"),
     (["-u", "root\n"], "invalid user"),
     (["-v", "vol\n:/x"], "includes invalid characters for a local volume name"),
+    (["--bogus\nflag"], "unrecognized arguments: --bogus\\nflag"),
 ]
 
 BAD_REFERENCES = [
