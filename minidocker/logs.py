@@ -53,6 +53,7 @@ CHUNK = 1 << 18
 #: three zero bytes, and the payload's length as a 32-bit big-endian number.
 FRAME = struct.Struct(">BxxxI")
 STDIN, STDOUT, STDERR, RESIZE = 0, 1, 2, 3
+STREAM_NUMBERS = {"stdout": STDOUT, "stderr": STDERR}
 #: The monitor's last frame to a client: the container's exit code (a
 #: 32-bit signed number).  Docker's CLI asks its daemon instead; here the
 #: monitor says it, so ``run -it --rm`` knows the code of a container that
@@ -63,7 +64,6 @@ EXIT_CODE = struct.Struct(">i")
 #: How long a monitor holds the output of a container whose command line
 #: is about to attach (``run -it``) before it logs it without a client.
 ATTACH_GRACE = 10.0
-STREAM_NUMBERS = {"stdout": STDOUT, "stderr": STDERR}
 
 #: ctrl-p ctrl-q, Docker's default detach keys.
 DETACH_KEYS = b"\x10\x11"
@@ -526,9 +526,7 @@ class Relay:
 
     def _from_client(self, client):
         try:
-            header = _receive_exactly(client, FRAME.size)
-            kind, length = FRAME.unpack(header)
-            payload = _receive_exactly(client, length)
+            kind, payload = receive_frame(client)
         except (EOFError, OSError):
             self._drop(client)
             return
@@ -567,6 +565,12 @@ def _write_all(descriptor, data):
             import select
 
             select.select([], [descriptor], [])
+
+
+def receive_frame(connection):
+    """Read one frame (see :data:`FRAME`); return its kind and its payload."""
+    kind, length = FRAME.unpack(_receive_exactly(connection, FRAME.size))
+    return kind, _receive_exactly(connection, length)
 
 
 def _receive_exactly(connection, size):
@@ -787,9 +791,7 @@ def attach(socket_path, tty, send_input=True, detach_keys=DETACH_KEYS):
             ready, _, _ = select.select(watched, [], [])
             if connection in ready:
                 try:
-                    header = _receive_exactly(connection, FRAME.size)
-                    kind, length = FRAME.unpack(header)
-                    payload = _receive_exactly(connection, length)
+                    kind, payload = receive_frame(connection)
                 except (EOFError, ConnectionResetError):
                     return False, None
                 if kind == EXIT:
@@ -826,8 +828,7 @@ def wait_for_exit_frame(socket_path):
         try:
             connection.connect(socket_path)
             while True:
-                kind, length = FRAME.unpack(_receive_exactly(connection, FRAME.size))
-                payload = _receive_exactly(connection, length)
+                kind, payload = receive_frame(connection)
                 if kind == EXIT:
                     return EXIT_CODE.unpack(payload)[0]
         except (EOFError, OSError):

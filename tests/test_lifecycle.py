@@ -36,6 +36,20 @@ def wait_for(condition, timeout=10, interval=0.02):
     return False
 
 
+def attach_and_exit(engine, name, code, ask=None):
+    """Attach to the shell of a detached container and end it; return attach's status.
+
+    ``ask`` is a line to type and the answer to wait for first.
+    """
+    session = Session(engine.command("attach", name), engine.environment())
+    session.wait_for_raw_mode()
+    if ask:
+        session.type(ask[0])
+        session.read_until(ask[1])
+    session.type(b"exit %d\r" % code)
+    return session.wait()
+
+
 def monitor_pid(engine, container_id):
     with open(os.path.join(engine.root, "containers", container_id, "state.json")) as handle:
         return json.load(handle)["MonitorPid"]
@@ -133,12 +147,7 @@ def test_run_it_detaches_with_ctrl_p_ctrl_q_and_attach_takes_the_shell_back(busy
     assert session.wait() == 0
     assert b"read escape sequence" in session.output
     assert state(busybox, "kept")["Running"]
-    again = Session(busybox.command("attach", "kept"), busybox.environment())
-    again.wait_for_raw_mode()
-    again.type(b"echo $MARK\r")
-    again.read_until(b"still-here\r\n")
-    again.type(b"exit 7\r")
-    assert again.wait() == 7
+    assert attach_and_exit(busybox, "kept", 7, ask=(b"echo $MARK\r", b"still-here\r\n")) == 7
     assert state(busybox, "kept")["ExitCode"] == 7
     busybox.ok("rm", "kept")
 
@@ -163,10 +172,7 @@ def test_dit_then_attach_and_detach_with_ctrl_p_ctrl_q(busybox):
     session.type(b"\x10\x11")
     assert session.wait() == 0
     assert state(busybox, "shell")["Running"] is True  # detaching leaves it running
-    again = Session(busybox.command("attach", "shell"), busybox.environment())
-    again.wait_for_raw_mode()
-    again.type(b"exit 4\r")
-    assert again.wait() == 4
+    assert attach_and_exit(busybox, "shell", 4) == 4
     assert "\nattached-42\n" in busybox.ok("logs", "shell")  # a tty is logged as stdout
 
 
@@ -193,10 +199,7 @@ def test_start_ai_gives_the_terminal_and_detaches_with_ctrl_p_ctrl_q(busybox):
     session.type(b"\x10\x11")
     assert session.wait() == 0
     assert state(busybox, "later-shell")["Running"]
-    again = Session(busybox.command("attach", "later-shell"), busybox.environment())
-    again.wait_for_raw_mode()
-    again.type(b"exit 4\r")
-    assert again.wait() == 4
+    assert attach_and_exit(busybox, "later-shell", 4) == 4
     busybox.ok("rm", "later-shell")
 
 
