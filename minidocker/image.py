@@ -407,19 +407,22 @@ class Store:
         target = self.layer_path(diff_id)
         if os.path.isdir(target):
             return target
-        with host.locked(target + ".lock"):
-            if not os.path.isdir(target):
-                with open(self.blob_path(blob_digest), "rb") as blob:
-                    staging = self.unpack_into_staging(blob, blob_digest, diff_id, media_type)
-                try:
-                    make_durable(self.root)
-                except BaseException:
-                    rootfs.remove_tree(staging)
-                    raise
-                self.install_layer(staging, diff_id)
-                self.sync_directories()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(target + ".lock")
+        try:
+            with host.locked(target + ".lock"):
+                if not os.path.isdir(target):
+                    with open(self.blob_path(blob_digest), "rb") as blob:
+                        staging = self.unpack_into_staging(blob, blob_digest, diff_id,
+                                                           media_type)
+                    try:
+                        make_durable(self.root)
+                    except BaseException:
+                        rootfs.remove_tree(staging)
+                        raise
+                    self.install_layer(staging, diff_id)
+                    self.sync_directories()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(target + ".lock")
         return target
 
     def unpack_into_staging(self, blob, blob_digest, diff_id, media_type):
