@@ -14,6 +14,9 @@ if ! "$PYTHON" -m minidocker image inspect busybox >/dev/null 2>&1 &&
     (cd "$REPO/tests" && "$PYTHON" -c "from helpers.images import make_busybox_tarball; \
 make_busybox_tarball('$workdir/busybox.tar', '$workdir')")
     "$PYTHON" -m minidocker import -c 'CMD ["sh"]' "$workdir/busybox.tar" busybox >/dev/null
+    # Now, not at EXIT: the exec below replaces this shell, and its trap with it.
+    rm -rf "$workdir"
+    trap - EXIT
 fi
 if [ $# -eq 0 ]; then
     if [ -t 0 ]; then set -- --rm -it busybox sh; else set -- --rm busybox echo "hello from minidocker"; fi
