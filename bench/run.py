@@ -819,7 +819,35 @@ def unmount_under(path):
 
 # -- the report ----------------------------------------------------------------------
 
-def machine():
+def filesystem(path):
+    """Describe the filesystem under ``path``, saying if an ext4 has no journal.
+
+    Without a journal ext4 does not reuse an inode for 60 seconds after it
+    was freed (five minutes while its inode table block is dirty), and every
+    allocation scans past each such inode (``recently_deleted()`` in
+    fs/ext4/ialloc.c).  A run that creates and deletes thousands of files
+    makes every later mkdir, create and symlink there slower, by up to a
+    millisecond each: pull and commit, which make hundreds, feel it most.
+    """
+    device = os.stat(path).st_dev
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            major, minor = fields[2].split(":")
+            if os.makedev(int(major), int(minor)) != device:
+                continue
+            kind = fields[fields.index("-") + 1]
+            source = os.path.basename(fields[fields.index("-") + 2])
+            journal = f"/sys/fs/ext4/{source}/journal_task"
+            if kind == "ext4" and os.path.exists(journal):
+                with open(journal) as handle:
+                    if handle.read().strip() == "<none>":
+                        return "ext4 without a journal"
+            return kind
+    return "unknown"
+
+
+def machine(workdir):
     """Describe where the numbers came from."""
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -843,6 +871,7 @@ def machine():
     return {"cpu": f"{cpu}, {os.cpu_count()} cores", "memory": f"{memory} MiB",
             "kernel": platform.release(), "distribution": distribution,
             "python": platform.python_version(), "tools": versions,
+            "filesystem": f"{os.path.dirname(workdir)} on {filesystem(os.path.dirname(workdir))}",
             "load": " ".join(f"{load:.2f}" for load in os.getloadavg()),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -865,7 +894,8 @@ def markdown(results, about):
     lines = ["# minidocker benchmark results", "",
              f"Machine: {about['cpu']}, {about['memory']}, kernel {about['kernel']}, "
              f"{about['distribution']}, Python {about['python']}; "
-             + ", ".join(about["tools"].values()) + f". Run {about['date']}; load average "
+             + ", ".join(about["tools"].values()) + f"; the work directory in "
+             f"{about['filesystem']}. Run {about['date']}; load average "
              f"at the end {about['load']} (other work on the machine shows up as spread).", "",
              "Every peer is timed the same way: untimed warm-up rounds, then timed rounds of one "
              "command each (output to /dev/null); in the start scenarios the peers take turns, "
@@ -970,7 +1000,7 @@ def main(argv=None):
         left = state.restore()
         for thing in left:
             print(f"bench: could not remove {thing}", file=sys.stderr)
-    about = machine()
+    about = machine(workdir)
     os.makedirs(arguments.results, exist_ok=True)
     report = markdown(results, about)
     with open(os.path.join(arguments.results, "results.md"), "w") as handle:
