@@ -907,7 +907,8 @@ class Response:
         self.remaining = int(size, 16)
         if self.remaining == 0:
             # last-chunk, then trailer fields up to a blank line: none is needed.
-            read_header_lines(self.stream, self.where)
+            for _ in header_lines(self.stream, self.where):
+                pass
             self.close()
 
 
@@ -927,20 +928,21 @@ class Headers:
 
 def read_head(stream, where):
     """Read a status line and header fields; return ``(status, reason, Headers)``."""
-    lines = read_header_lines(stream, where) or [""]
+    lines = header_lines(stream, where)
     # status-line = HTTP-version SP status-code SP [ reason-phrase ]  (RFC 9112 §4)
-    match = STATUS_LINE.fullmatch(lines[0])
+    status_line = next(lines, "")
+    match = STATUS_LINE.fullmatch(status_line)
     if not match:
-        raise ProtocolError(f"{where} does not answer in HTTP/1.1: {lines[0][:80]!r}")
+        raise ProtocolError(f"{where} does not answer in HTTP/1.1: {status_line[:80]!r}")
     fields = []
-    for line in lines[1:]:
+    for line in lines:
         name, colon, value = line.partition(":")
         if line[0] in " \t" and fields:
             # A line that starts with a space continues the one before: "A user
             # agent ... MUST replace each received obs-fold with one or more SP
             # octets" (RFC 9112 §5.2).
             (name, value), colon = fields.pop(), ":"
-            value += " " + line
+            value += " " + line.lstrip(" \t")
         # field-line = field-name ":" OWS field-value OWS  (RFC 9112 §5), and
         # "Field values containing CR, LF, or NUL characters are invalid and
         # dangerous" (RFC 9110 §5.5).
@@ -950,29 +952,31 @@ def read_head(stream, where):
     return int(match[1]), match[2] or "", Headers(fields)
 
 
-def read_header_lines(stream, where):
-    """Read lines up to the blank one that ends a header section; return them as text.
+def header_lines(stream, where):
+    """Yield the lines of a header section as text, up to the blank line that ends it.
 
+    One at a time, so that a first line that is not HTTP is refused at once.
     A hostile server could send header lines forever: more than
     ``HEADER_LIMIT`` bytes or ``HEADER_COUNT_LIMIT`` lines is refused.
     """
-    lines, budget = [], HEADER_LIMIT
-    while True:
+    budget = HEADER_LIMIT
+    for count in range(HEADER_COUNT_LIMIT + 2):  # a first line, the fields, a blank line
         line = stream.readline(budget + 1)
-        if len(line) > budget or len(lines) > HEADER_COUNT_LIMIT:
-            raise ProtocolError(f"{where} sent more than {HEADER_LIMIT} bytes or "
-                                f"{HEADER_COUNT_LIMIT} lines of headers")
+        if len(line) > budget:
+            break
         if not line.endswith(b"\n"):
             raise ConnectionError(f"{where} closed the connection " +
-                                  ("before the end of the headers" if lines or line
+                                  ("before the end of the headers" if count or line
                                    else "without answering"))
         budget -= len(line)
         # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
         # terminator and ignore any preceding CR."
         line = line[:-1].removesuffix(b"\r")
         if not line:
-            return lines
-        lines.append(line.decode("latin-1"))
+            return
+        yield line.decode("latin-1")
+    raise ProtocolError(f"{where} sent more than {HEADER_LIMIT} bytes or "
+                        f"{HEADER_COUNT_LIMIT} lines of headers")
 
 
 class Proxy:
