@@ -684,7 +684,7 @@ def send(method, url, headers, body, tls_context):
     header is the registry's, so it is not sent on.  ``tls_context()`` is
     called only for an https URL.
     """
-    for _ in range(REDIRECT_LIMIT):
+    for _ in range(1 + REDIRECT_LIMIT):
         response = send_once(method, url, headers, body, tls_context)
         location = response.headers.get("Location")
         if response.status not in (301, 302, 303, 307, 308) or not location:
@@ -1057,8 +1057,10 @@ def resolve_url(base, location):
         return location
     if location.startswith("//"):
         return f"{scheme}:{location}"
-    if location.startswith(("/", "?")):
-        return f"{scheme}://{authority}{path if location[0] == '?' else ''}{location}"
+    if location.startswith("/"):
+        return f"{scheme}://{authority}{location}"
+    if location.startswith("?"):
+        return f"{scheme}://{authority}{path}{location}"
     return f"{scheme}://{authority}{path.rpartition('/')[0]}/{location}"
 
 
@@ -1069,6 +1071,7 @@ def percent_encode(text):
 
 
 def percent_decode(text):
+    """Undo :func:`percent_encode` (in a proxy URL's user name and password)."""
     return re.sub(rb"%([0-9A-Fa-f]{2})", lambda match: bytes.fromhex(match[1].decode()),
                   text.encode()).decode(errors="replace")
 
@@ -1103,7 +1106,11 @@ class Client:
         self.context = None
 
     def tls_context(self):
-        """How to check this endpoint's certificate; made at the first HTTPS request."""
+        """How to check this endpoint's certificate; made at the first HTTPS request.
+
+        Layers download in threads: the context is kept only once it is
+        complete, so no thread uses one half set up.
+        """
         if self.context is not None:
             return self.context
         import ssl  # only here: plain-HTTP registries never pay for loading OpenSSL
@@ -1111,15 +1118,16 @@ class Client:
         if not self.verify:
             # Nothing to verify, so no CA bundle to load: create_default_context()
             # would spend ~50 ms reading the system's certificates for nothing.
-            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            self.context.check_hostname = False
-            self.context.verify_mode = ssl.CERT_NONE
-            return self.context
-        self.context = ssl.create_default_context()
-        certificate = os.path.join(host.engine_root(), "certs.d", self.host, "ca.crt")
-        if os.path.exists(certificate):
-            self.context.load_verify_locations(cafile=certificate)
-        return self.context
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context()
+            certificate = os.path.join(host.engine_root(), "certs.d", self.host, "ca.crt")
+            if os.path.exists(certificate):
+                context.load_verify_locations(cafile=certificate)
+        self.context = context
+        return context
 
     def repository_path(self, reference):
         """The repository name this endpoint knows the image by."""
