@@ -43,18 +43,13 @@ Docker's ``/etc/docker/daemon.json``) or the environment:
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import re
 import shutil
 import socket
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 from minidocker import host
 from minidocker import image
@@ -610,7 +605,7 @@ def insecure_registries():
 def is_insecure(address):
     """Say whether ``host[:port]`` may be reached without a verified certificate."""
     insecure = insecure_registries()
-    hostname = urllib.parse.urlsplit(f"//{address}").hostname or address
+    hostname = split_authority(address)[0]
     return address in insecure or hostname in insecure or f"[{hostname}]" in insecure
 
 
@@ -620,10 +615,11 @@ def clients_for(domain, mirrors_first):
     if domain == DOCKER_HUB:
         if mirrors_first:
             for mirror in registry_mirrors():
-                parts = urllib.parse.urlsplit(mirror)
-                clients.append(Client(DOCKER_HUB, parts.netloc, schemes=[parts.scheme],
-                                      verify=parts.scheme == "https" and not is_insecure(parts.netloc),
-                                      base_path=parts.path, mirror=True))
+                scheme, _, rest = mirror.partition("://")
+                address, slash, path = rest.partition("/")
+                clients.append(Client(DOCKER_HUB, address, schemes=[scheme],
+                                      verify=scheme == "https" and not is_insecure(address),
+                                      base_path=slash + path, mirror=True))
         clients.append(Client(DOCKER_HUB, DOCKER_HUB_HOST, schemes=["https"], verify=True))
     elif is_insecure(domain):
         # Docker's rule for insecure registries: HTTPS first without
@@ -635,6 +631,450 @@ def clients_for(domain, mirrors_first):
 
 
 # -- the HTTP client -------------------------------------------------------
+#
+# HTTP/1.1 is lines of text over a TCP connection (RFC 9112).  The client
+# writes a request line, header lines, a blank line, then the body if there
+# is one; the server answers in the same shape, with a status line first:
+#
+#     GET /v2/library/busybox/manifests/latest HTTP/1.1
+#     Host: registry-1.docker.io
+#     Accept: application/vnd.oci.image.index.v1+json, ...
+#
+#     HTTP/1.1 200 OK
+#     Content-Type: application/vnd.oci.image.index.v1+json
+#     Content-Length: 9218
+#
+#     {"manifests": [{"digest": "sha256:...", "platform": ...
+#
+# HTTPS is the same text inside TLS.  Each request gets a connection of its
+# own ("Connection: close"), so there is nothing to pool and nothing gone
+# stale.  What remains are the rules a client must keep: where a body ends,
+# redirects, proxies, and distrust of every byte the server sends.
+
+HEADER_LIMIT, HEADER_COUNT_LIMIT, REDIRECT_LIMIT = 64 * 1024, 100, 10
+DEFAULT_PORTS = {"http": 80, "https": 443}
+STATUS_LINE = re.compile(r"HTTP/1\.[0-9] ([1-9][0-9][0-9])(?: (.*))?")
+FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # a token (RFC 9110 §5.6.2)
+
+
+class ProtocolError(host.EngineError):
+    """The server's answer cannot be read as HTTP/1.1; the message says why."""
+
+
+class IncompleteBody(ProtocolError):
+    """The connection closed before the end of the body the response announced."""
+
+
+class ProxyFailed(OSError):
+    """The proxy could not be reached, or would not open a tunnel."""
+
+
+class TLSFailed(OSError):
+    """The TLS handshake failed; ``reason`` is OpenSSL's name for why."""
+
+    def __init__(self, ssl_error):
+        super().__init__(str(ssl_error))
+        self.reason = ssl_error.reason
+
+
+def send(method, url, headers, body, tls_context):
+    """Send a request and return the :class:`Response`, following redirects.
+
+    Registries redirect blob downloads to their storage; the Authorization
+    header is the registry's, so it is not sent on.  ``tls_context()`` is
+    called only for an https URL.
+    """
+    for _ in range(1 + REDIRECT_LIMIT):
+        response = send_once(method, url, headers, body, tls_context)
+        location = response.headers.get("Location")
+        if response.status not in (301, 302, 303, 307, 308) or not location:
+            return response
+        response.close()
+        url = resolve_url(url, location)
+        host.narrate(4, f"    {response.status} redirect to {url.split('?')[0]}")
+        headers = {name: value for name, value in headers.items()
+                   if name.lower() != "authorization"}
+        # RFC 9110 §15.4: after a 303 the user agent makes "a GET or HEAD
+        # request", and after a 301 or 302 it "MAY change the request method
+        # from POST to GET"; 307 and 308 keep the method and the body.
+        if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+            method, body = ("HEAD" if method == "HEAD" else "GET"), None
+            headers.pop("Content-Type", None)
+    raise ProtocolError(f"more than {REDIRECT_LIMIT} redirects, the last to {url.split('?')[0]}")
+
+
+def send_once(method, url, headers, body, tls_context):
+    """Open a connection, write one request on it, and read the response's head."""
+    scheme, hostname, port, target = split_url(url)
+    authority = join_authority(hostname, port, DEFAULT_PORTS[scheme])
+    proxy = proxy_for(scheme, hostname, port)
+    if proxy and scheme == "http":
+        # RFC 9112 §3.2.2: "When making a request to a proxy, other than a
+        # CONNECT or server-wide OPTIONS request, a client MUST send the
+        # target URI in absolute-form."
+        target = f"http://{authority}{target}"
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}", "User-Agent: minidocker",
+             "Accept-Encoding: identity", "Connection: close"]
+    if proxy and proxy.authorization and scheme == "http":
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    if body is not None or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body or b'')}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    # A CR or LF in a value would end its line and start a header of the
+    # sender's choosing (request smuggling): only visible ASCII goes out.
+    if not re.fullmatch(r"[!-~]+", target) or \
+            not all(re.fullmatch(r"[ -~]+", line) for line in lines):
+        raise host.EngineError(f"{method} {url.split('?')[0]}: refusing to send a request "
+                               "line or header that holds a control character")
+    connection = connect(scheme, hostname, port, proxy, tls_context)
+    try:
+        connection.sendall("".join(line + "\r\n" for line in lines).encode() + b"\r\n")
+        if body:
+            connection.sendall(body)
+    except BaseException:
+        connection.close()
+        raise
+    return Response(connection, method, authority)
+
+
+def connect(scheme, hostname, port, proxy, tls_context):
+    """A TCP connection to the server, or to the proxy; TLS on top for https."""
+    if proxy is None:
+        connection = socket.create_connection((hostname, port), timeout=TIMEOUT)
+    else:
+        try:
+            connection = socket.create_connection((proxy.host, proxy.port), timeout=TIMEOUT)
+        except OSError as error:
+            raise ProxyFailed(f"{describe_error(error)} (the proxy {proxy.address})") from error
+    if scheme == "http":
+        return connection
+    try:
+        if proxy:
+            open_tunnel(connection, hostname, port, proxy)
+        return start_tls(connection, hostname, tls_context())
+    except BaseException:
+        connection.close()
+        raise
+
+
+def open_tunnel(connection, hostname, port, proxy):
+    """Ask the proxy for a pipe to ``hostname:port`` (``CONNECT``, RFC 9110 §9.3.6).
+
+    TLS then runs inside the pipe: the proxy sees only encrypted bytes.
+    """
+    authority = join_authority(hostname, port)
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    connection.sendall("".join(line + "\r\n" for line in lines).encode() + b"\r\n")
+    # Unbuffered, so that nothing after the blank line is read here: "Any
+    # 2xx (Successful) response to a CONNECT request implies that the
+    # connection will become a tunnel immediately after the empty line that
+    # concludes the header fields" (RFC 9112 §6.3).
+    with connection.makefile("rb", buffering=0) as stream:
+        status, reason, _ = read_head(stream, proxy.address)
+    if not 200 <= status < 300:
+        raise ProxyFailed(f"the proxy {proxy.address} would not open a tunnel to "
+                          f"{authority}: {status} {reason}")
+
+
+def start_tls(connection, hostname, context):
+    """Speak TLS over ``connection``; the certificate must name ``hostname``."""
+    import ssl  # loaded already: the context was made with it
+
+    try:
+        return context.wrap_socket(connection, server_hostname=hostname)
+    except ssl.SSLError as error:
+        raise TLSFailed(error) from error
+
+
+class Response:
+    """A response's ``status``, ``reason`` and ``headers``; its body is read on demand.
+
+    ``read(n)`` returns the next ``n`` bytes, fewer only at the body's end
+    (``b""`` there); ``read()`` returns all that is left; ``readinto(buffer)``
+    fills a buffer the caller keeps and returns the count.  The connection
+    closes at the body's end, or on :meth:`close`.
+    """
+
+    def __init__(self, connection, method, where):
+        self.connection, self.where = connection, where
+        self.stream = connection.makefile("rb", buffering=64 * 1024)
+        self.chunked, self.remaining, self.finished = False, None, False
+        try:
+            self.status = 100
+            while self.status < 200:
+                # "A client MUST be able to parse one or more 1xx responses
+                # received prior to a final response" (RFC 9110 §15.2).
+                self.status, self.reason, self.headers = read_head(self.stream, where)
+            self._find_the_end_of_the_body(method)
+        except BaseException:
+            self.close()
+            raise
+
+    def _find_the_end_of_the_body(self, method):
+        """Where the body ends: RFC 9112 §6.3, "Message Body Length"."""
+        codings = [coding.strip().lower() for value in self.headers.get_all("Transfer-Encoding")
+                   for coding in value.split(",")]
+        lengths = {length.strip() for value in self.headers.get_all("Content-Length")
+                   for length in value.split(",")}
+        if method == "HEAD" or self.status in (204, 304):
+            # "Any response to a HEAD request and any response with a 1xx
+            # (Informational), 204 (No Content), or 304 (Not Modified) status
+            # code is always terminated by the first empty line"
+            self.remaining = 0
+        elif codings:
+            # "If a Transfer-Encoding header field is present and the chunked
+            # transfer coding is the final encoding, the message body length
+            # is determined by reading and decoding the chunked data".  We
+            # send no TE header, so no other coding may come.
+            if codings != ["chunked"]:
+                raise ProtocolError(f"{self.where} sent the transfer coding "
+                                    f"{', '.join(codings)!r}, which this client does not read")
+            self.chunked, self.remaining = True, 0
+        elif lengths:
+            # "If a message is received without Transfer-Encoding and with an
+            # invalid Content-Length header field, then the message framing
+            # is invalid and the recipient MUST treat it as an unrecoverable
+            # error"
+            if len(lengths) != 1 or not re.fullmatch(r"[0-9]+", min(lengths)):
+                raise ProtocolError(f"{self.where} sent an invalid Content-Length: "
+                                    f"{self.headers.get('Content-Length')!r}")
+            self.remaining = int(min(lengths))
+        # Otherwise "the message body length is determined by the number of
+        # octets received prior to the server closing the connection".
+        if self.remaining == 0 and not self.chunked:
+            self.close()
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        pieces = []
+        while size > 0 and (count := self._next_count(size)):
+            piece = self.stream.read(count)
+            self._advance(len(piece), count)
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces)
+
+    def readinto(self, buffer):
+        view, filled = memoryview(buffer).cast("B"), 0
+        while filled < len(view) and (count := self._next_count(len(view) - filled)):
+            got = self.stream.readinto(view[filled:filled + count])
+            self._advance(got, count)
+            filled += got
+        return filled
+
+    def close(self):
+        self.finished = True
+        self.stream.close()
+        self.connection.close()
+
+    def _next_count(self, wanted):
+        """How many bytes the next read from the connection may take; 0 at the end."""
+        if self.chunked and self.remaining == 0 and not self.finished:
+            self._start_chunk()
+        if self.finished:
+            return 0
+        return wanted if self.remaining is None else min(wanted, self.remaining)
+
+    def _advance(self, got, asked):
+        """Count ``got`` bytes read of ``asked``; fewer means the connection closed."""
+        if got < asked:
+            self.close()
+            if self.remaining is not None:
+                raise IncompleteBody(f"{self.where} closed the connection before the end "
+                                     "of the body")
+        elif self.remaining is not None:
+            self.remaining -= got
+            if self.remaining == 0 and not self.chunked:
+                self.close()
+            elif self.remaining == 0:
+                # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+                end = self.stream.readline(3)
+                if end not in (b"\r\n", b"\n"):
+                    raise (ProtocolError if end else IncompleteBody)(
+                        f"{self.where} sent a chunk that does not end where its size says")
+
+    def _start_chunk(self):
+        """Read the next chunk's size line (RFC 9112 §7.1); after the last, the trailers."""
+        line = self.stream.readline(1024)
+        # "A recipient MUST ignore unrecognized chunk extensions" (after ";").
+        size = line.split(b";")[0].strip()
+        if not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size):
+            raise (ProtocolError if line else IncompleteBody)(
+                f"{self.where} sent an invalid chunk size line: {line[:40]!r}")
+        self.remaining = int(size, 16)
+        if self.remaining == 0:
+            # last-chunk, then trailer fields up to a blank line: none is needed.
+            for _ in header_lines(self.stream, self.where):
+                pass
+            self.close()
+
+
+class Headers:
+    """A message's header fields; a name is found whatever its case (RFC 9110 §5.1)."""
+
+    def __init__(self, fields):
+        self.fields = fields
+
+    def get_all(self, name):
+        return [value for field, value in self.fields if field.lower() == name.lower()]
+
+    def get(self, name, default=None):
+        values = self.get_all(name)
+        return values[0] if values else default
+
+
+def read_head(stream, where):
+    """Read a status line and header fields; return ``(status, reason, Headers)``."""
+    lines = header_lines(stream, where)
+    # status-line = HTTP-version SP status-code SP [ reason-phrase ]  (RFC 9112 §4)
+    status_line = next(lines, "")
+    match = STATUS_LINE.fullmatch(status_line)
+    if not match:
+        raise ProtocolError(f"{where} does not answer in HTTP/1.1: {status_line[:80]!r}")
+    fields = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if line[0] in " \t" and fields:
+            # A line that starts with a space continues the one before: "A user
+            # agent ... MUST replace each received obs-fold with one or more SP
+            # octets" (RFC 9112 §5.2).
+            (name, value), colon = fields.pop(), ":"
+            value += " " + line.lstrip(" \t")
+        # field-line = field-name ":" OWS field-value OWS  (RFC 9112 §5), and
+        # "Field values containing CR, LF, or NUL characters are invalid and
+        # dangerous" (RFC 9110 §5.5).
+        if not colon or not FIELD_NAME.fullmatch(name) or "\r" in value or "\0" in value:
+            raise ProtocolError(f"{where} sent an invalid header line: {line[:80]!r}")
+        fields.append((name, value.strip(" \t")))
+    return int(match[1]), match[2] or "", Headers(fields)
+
+
+def header_lines(stream, where):
+    """Yield the lines of a header section as text, up to the blank line that ends it.
+
+    One at a time, so that a first line that is not HTTP is refused at once.
+    A hostile server could send header lines forever: more than
+    ``HEADER_LIMIT`` bytes or ``HEADER_COUNT_LIMIT`` lines is refused.
+    """
+    budget = HEADER_LIMIT
+    for count in range(HEADER_COUNT_LIMIT + 2):  # a first line, the fields, a blank line
+        line = stream.readline(budget + 1)
+        if len(line) > budget:
+            break
+        if not line.endswith(b"\n"):
+            raise ConnectionError(f"{where} closed the connection " +
+                                  ("before the end of the headers" if count or line
+                                   else "without answering"))
+        budget -= len(line)
+        # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
+        # terminator and ignore any preceding CR."
+        line = line[:-1].removesuffix(b"\r")
+        if not line:
+            return
+        yield line.decode("latin-1")
+    raise ProtocolError(f"{where} sent more than {HEADER_LIMIT} bytes or "
+                        f"{HEADER_COUNT_LIMIT} lines of headers")
+
+
+class Proxy:
+    """A proxy the environment names: ``[http://][user:password@]host[:port]``."""
+
+    def __init__(self, text):
+        scheme, separator, rest = text.partition("://")
+        if not separator:
+            scheme, rest = "http", text
+        credentials, _, self.address = rest.split("/")[0].rpartition("@")
+        if scheme.lower() != "http":
+            raise host.EngineError(f"proxy {scheme}://{self.address}: minidocker talks to "
+                                   "proxies in plain http:// only")
+        self.host, self.port = split_authority(self.address, 80)
+        user, _, password = (percent_decode(part) for part in credentials.partition(":"))
+        self.authorization = basic_header((user, password)) if user and password else None
+
+
+def proxy_for(scheme, hostname, port):
+    """The :class:`Proxy` for a request to ``hostname:port``, or None.
+
+    Read as urllib reads them: ``https_proxy`` for https, ``http_proxy``
+    for http, lower case before upper case.  ``no_proxy`` lists the hosts
+    reached directly: ``*`` means all; an entry names a host and every
+    domain under it (``example.com`` and ``.example.com`` both match
+    ``a.example.com``), on any port or on the one it gives
+    (``example.com:5000``).
+    """
+    setting = environment_setting(f"{scheme}_proxy")
+    no_proxy = environment_setting("no_proxy").strip().lower()
+    if not setting or no_proxy == "*":
+        return None
+    names = {hostname, join_authority(hostname, port)}
+    for entry in no_proxy.split(","):
+        entry = entry.strip().lstrip(".")
+        if entry and any(name == entry or name.endswith("." + entry) for name in names):
+            return None
+    return Proxy(setting)
+
+
+def environment_setting(name):
+    """An environment variable spelt in lower case, else in upper case (urllib's order)."""
+    return os.environ[name] if name in os.environ else os.environ.get(name.upper(), "")
+
+
+# URLs: the few parts of RFC 3986 a registry client needs.
+
+def split_url(url):
+    """Split ``http(s)://host[:port]/path?query`` into ``(scheme, host, port, path?query)``."""
+    match = re.match(r"(?i)(https?)://([^/?#]*)([^#]*)", url)
+    if not match:
+        raise host.EngineError(f"not an http:// or https:// URL: {url!r}")
+    scheme = match[1].lower()
+    hostname, port = split_authority(match[2], DEFAULT_PORTS[scheme])
+    return scheme, hostname, port, "/" + match[3].removeprefix("/")
+
+
+def split_authority(authority, default_port=None):
+    """Split ``host[:port]`` (``[::1]:5000`` for IPv6) into the host name and the port."""
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::([0-9]{1,5}))?",
+                         authority)
+    if not match or (match[3] and not 0 < int(match[3]) < 65536):
+        raise host.EngineError(f"invalid host name or port: {authority!r}")
+    return (match[1] or match[2]).lower(), int(match[3]) if match[3] else default_port
+
+
+def join_authority(hostname, port, default_port=None):
+    """``host:port`` as a URL writes it; a scheme's default port is left out."""
+    shown = f"[{hostname}]" if ":" in hostname else hostname
+    return shown if port == default_port else f"{shown}:{port}"
+
+
+def resolve_url(base, location):
+    """The absolute URL a ``Location`` header means, read from ``base`` (RFC 3986 §5.2)."""
+    scheme, _, rest = base.partition("://")
+    authority, path = re.match(r"([^/?#]*)([^?#]*)", rest).groups()
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", location):
+        return location
+    if location.startswith("//"):
+        return f"{scheme}:{location}"
+    if location.startswith("/"):
+        return f"{scheme}://{authority}{location}"
+    if location.startswith("?"):
+        return f"{scheme}://{authority}{path}{location}"
+    return f"{scheme}://{authority}{path.rpartition('/')[0]}/{location}"
+
+
+def percent_encode(text):
+    """Escape all but letters, digits and ``-._~`` as ``%XX`` (RFC 3986 §2.3)."""
+    return re.sub(r"[^A-Za-z0-9._~-]",
+                  lambda match: "".join(f"%{byte:02X}" for byte in match[0].encode()), text)
+
+
+def percent_decode(text):
+    """Undo :func:`percent_encode` (in a proxy URL's user name and password)."""
+    return re.sub(rb"%([0-9A-Fa-f]{2})", lambda match: bytes.fromhex(match[1].decode()),
+                  text.encode()).decode(errors="replace")
+
 
 class RegistryUnreachable(host.EngineError):
     """The endpoint could not be used; another one (a mirror's origin) may."""
@@ -663,21 +1103,30 @@ class Client:
         # A mirror gets the credentials stored for the mirror's own host,
         # never the Docker Hub password.
         self.credentials = credentials_for(address if mirror else domain)
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=self.tls_context()), _NoErrorRedirects())
+        self.context = None
 
     def tls_context(self):
+        """How to check this endpoint's certificate; made at the first HTTPS request.
+
+        Layers download in threads: the context is kept only once it is
+        complete, so no thread uses one half set up.
+        """
+        if self.context is not None:
+            return self.context
+        import ssl  # only here: plain-HTTP registries never pay for loading OpenSSL
+
         if not self.verify:
             # Nothing to verify, so no CA bundle to load: create_default_context()
             # would spend ~50 ms reading the system's certificates for nothing.
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-            return context
-        context = ssl.create_default_context()
-        certificate = os.path.join(host.engine_root(), "certs.d", self.host, "ca.crt")
-        if os.path.exists(certificate):
-            context.load_verify_locations(cafile=certificate)
+        else:
+            context = ssl.create_default_context()
+            certificate = os.path.join(host.engine_root(), "certs.d", self.host, "ca.crt")
+            if os.path.exists(certificate):
+                context.load_verify_locations(cafile=certificate)
+        self.context = context
         return context
 
     def repository_path(self, reference):
@@ -694,18 +1143,13 @@ class Client:
         for scheme in self.schemes:
             url = f"{scheme}://{self.host}{self.base_path}/v2/"
             try:
-                response = self._send(urllib.request.Request(url, method="GET"))
-            except ssl.SSLError as error:
+                response = self._send("GET", url)
+            except TLSFailed as error:
                 last_error = error
-                host.narrate(4, f"GET {url}: TLS failed ({error.reason}); "
-                                "this registry is insecure, trying the next scheme")
+                host.narrate(4, f"GET {url}: TLS failed ({error.reason}); trying the next scheme")
                 continue
-            except (urllib.error.URLError, OSError) as error:
+            except (OSError, ProtocolError) as error:
                 last_error = error
-                if isinstance(getattr(error, "reason", None), ssl.SSLError):
-                    host.narrate(4, f"GET {url}: TLS failed ({error.reason.reason}); "
-                                    "trying the next scheme")
-                    continue
                 break
             self.scheme = scheme
             response.read()
@@ -744,13 +1188,12 @@ class Client:
             parameters["scope"] = scope
         if self.credentials:
             parameters["account"] = self.credentials[0]
-        url = self.challenge["realm"] + "?" + urllib.parse.urlencode(parameters)
-        request = urllib.request.Request(url)
-        if self.credentials:
-            request.add_unredirected_header("Authorization", basic_header(self.credentials))
+        url = self.challenge["realm"] + "?" + "&".join(
+            f"{name}={percent_encode(value)}" for name, value in parameters.items())
+        headers = {"Authorization": basic_header(self.credentials)} if self.credentials else {}
         host.narrate(4, f"ask the token server for {scope or 'a login token'}, "
                         + ("with the stored credentials" if self.credentials else "anonymously"))
-        response = self._send_with_retries(request)
+        response = self._send_with_retries("GET", url, headers)
         body = response.read()
         if response.status == 401:
             raise host.EngineError(f"login to {self.domain} failed: unauthorized: "
@@ -767,13 +1210,14 @@ class Client:
         self.tokens[scope] = token
         return token
 
-    def authorize(self, request, scope):
+    def authorize(self, headers, scope):
+        """Add the Authorization header the challenge asks for (a redirect drops it)."""
         if self.challenge is None:
             return
         if self.challenge["scheme"] == "bearer":
-            request.add_unredirected_header("Authorization", f"Bearer {self.token_for(scope)}")
+            headers["Authorization"] = f"Bearer {self.token_for(scope)}"
         elif self.challenge["scheme"] == "basic" and self.credentials:
-            request.add_unredirected_header("Authorization", basic_header(self.credentials))
+            headers["Authorization"] = basic_header(self.credentials)
 
     def request(self, method, path, *, scope, headers=None, data=None, ok=(200,)):
         """Send one authorised request; return the response if its status is in ``ok``.
@@ -784,9 +1228,9 @@ class Client:
         self.ping()
         url = path if "://" in path else f"{self.scheme}://{self.host}{self.base_path}{path}"
         for attempt in ("first", "after a new challenge"):
-            request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-            self.authorize(request, scope)
-            response = self._send_with_retries(request)
+            request_headers = dict(headers or {})
+            self.authorize(request_headers, scope)
+            response = self._send_with_retries(method, url, request_headers, data)
             if response.status != 401 or attempt != "first":
                 break
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
@@ -800,7 +1244,7 @@ class Client:
         if response.status in ok:
             return response
         body = response.read(65536)
-        message = error_text(body) or http.client.responses.get(response.status, "")
+        message = error_text(body) or response.reason
         if response.status == 401:
             if self.credentials is None:
                 raise host.EngineError(f"{method} {url}: unauthorized: authentication "
@@ -810,15 +1254,14 @@ class Client:
             raise self.unreachable(f"{method} {url}: not found on the mirror")
         raise host.EngineError(f"{method} {url}: {response.status} {message}")
 
-    def _send_with_retries(self, request):
+    def _send_with_retries(self, method, url, headers=None, body=None):
         """Send, retrying what is worth retrying: 5xx, 429, dropped connections."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                response = self._send(request)
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                response = self._send(method, url, headers, body)
+            except (OSError, ProtocolError) as error:
                 if attempt == ATTEMPTS or not is_transient(error):
-                    raise host.EngineError(f"{request.get_method()} {request.full_url}: "
-                                           f"{describe_error(error)}")
+                    raise host.EngineError(f"{method} {url}: {describe_error(error)}")
                 host.narrate(4, f"    {describe_error(error)}; retrying ({attempt}/{ATTEMPTS})")
             else:
                 if response.status not in RETRY_STATUSES or attempt == ATTEMPTS:
@@ -827,20 +1270,17 @@ class Client:
                 host.narrate(4, f"    {response.status}: retrying ({attempt}/{ATTEMPTS})")
             time.sleep(0.25 * 2 ** (attempt - 1))
 
-    def _send(self, request):
+    def _send(self, method, url, headers=None, body=None):
         """Send one request and narrate it; HTTP errors come back as responses."""
-        shown = request.full_url.split("?")[0] if "/token" not in request.full_url \
-            else request.full_url
-        accept = request.get_header("Accept")
-        host.narrate(4, f"{request.get_method()} {shown}" + (f"  Accept: {accept}" if accept else ""))
-        try:
-            response = self.opener.open(request, timeout=TIMEOUT)
-        except urllib.error.HTTPError as error:
-            response = error
+        headers = headers or {}
+        shown = url.split("?")[0] if "/token" not in url else url
+        accept = headers.get("Accept")
+        host.narrate(4, f"{method} {shown}" + (f"  Accept: {accept}" if accept else ""))
+        response = send(method, url, headers, body, self.tls_context)
         details = []
         for name in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Location"):
-            if response.headers.get(name):
-                value = response.headers[name]
+            value = response.headers.get(name)
+            if value:
                 details.append(f"{name}: {value if len(value) < 120 else value[:117] + '...'}")
         host.narrate(4, f"    {response.status} {'; '.join(details)}")
         return response
@@ -943,22 +1383,14 @@ class Client:
         location = response.headers.get("Location")
         if not location:
             raise host.EngineError(f"{self.host} gave no upload location")
-        location = urllib.parse.urljoin(f"{self.scheme}://{self.host}/", location)
+        location = resolve_url(f"{self.scheme}://{self.host}/", location)
         separator = "&" if "?" in location else "?"
-        url = f"{location}{separator}digest={urllib.parse.quote(descriptor['digest'])}"
+        url = f"{location}{separator}digest={percent_encode(descriptor['digest'])}"
         with open(path, "rb") as blob:
             data = blob.read()
         response = self.request("PUT", url, scope=scope, data=data, ok=(201, 204),
                                 headers={"Content-Type": "application/octet-stream"})
         response.read()
-
-
-class _NoErrorRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects (registries send blobs from storage elsewhere), narrated."""
-
-    def redirect_request(self, request, fp, code, message, headers, new_url):
-        host.narrate(4, f"    {code} redirect to {new_url.split('?')[0]}")
-        return super().redirect_request(request, fp, code, message, headers, new_url)
 
 
 class ShortBlob(Exception):
@@ -1003,8 +1435,7 @@ class BlobReader:
         size = min(room, CHUNK if size is None or size < 0 else size)
         try:
             chunk = self.response.read(size)
-        except (http.client.IncompleteRead, ConnectionError, TimeoutError,
-                socket.timeout) as error:
+        except (IncompleteBody, ConnectionError, TimeoutError) as error:
             raise ShortBlob(f"blob {self.expected_digest}: truncated, the connection broke "
                             f"after {self.done} of {self.expected_size} bytes "
                             f"({describe_error(error)})")
@@ -1067,23 +1498,26 @@ def basic_header(credentials):
 
 
 def is_transient(error):
-    """Say whether a failed request might succeed if sent again."""
-    reason = getattr(error, "reason", error)
-    if isinstance(reason, (ConnectionRefusedError, ssl.SSLError, socket.gaierror)):
+    """Say whether a failed request might succeed if sent again.
+
+    Timeouts and dropped connections might; a refusal, a name that does not
+    resolve, a failed TLS handshake, a proxy that says no, or an answer that
+    is not HTTP will not.
+    """
+    if isinstance(error, (ConnectionRefusedError, socket.gaierror, TLSFailed, ProxyFailed,
+                          ProtocolError)):
         return False
-    return isinstance(reason, (ConnectionError, TimeoutError, socket.timeout,
-                               http.client.HTTPException, OSError))
+    return isinstance(error, OSError)
 
 
 def describe_error(error):
-    reason = getattr(error, "reason", error)
-    if isinstance(reason, ConnectionRefusedError):
+    if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(reason, socket.gaierror):
-        return f"cannot resolve the host name ({reason.strerror})"
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror.lower()
-    return str(reason) or type(reason).__name__
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host name ({error.strerror})"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
 
 
 def error_text(body):

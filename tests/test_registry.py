@@ -11,9 +11,11 @@ import json
 import os
 import pty
 import shutil
+import socket
 import stat
 import subprocess
 import tarfile
+import threading
 
 import pytest
 
@@ -654,3 +656,369 @@ def test_a_layer_listed_twice_is_fetched_once_and_a_dropped_one_again(engine, fa
     assert not [name for name in blobs if name.startswith(".")]
     with open(os.path.join(lowest, "shared")) as handle:
         assert handle.read() == "in two places\n"
+
+
+
+# -- the HTTP client: proxies ---------------------------------------------------------
+
+class RelayProxy:
+    """An HTTP proxy on 127.0.0.1 that relays to loopback addresses and nowhere else.
+
+    It records the first line of every request it gets: ``CONNECT
+    host:port HTTP/1.1`` (a tunnel, for https) or ``GET http://host:port/...
+    HTTP/1.1`` (the absolute form, for http).  A target in 127.0.0.0/8 is
+    relayed byte for byte; any other gets ``403 Forbidden``, so nothing a
+    test sends through it leaves the machine.
+    """
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lines = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # stop() closed the listener
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client):
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = client.recv(65536)
+                if not data:
+                    return
+                head += data
+            first = head.split(b"\r\n")[0].decode()
+            self.lines.append(first)
+            method, target, _ = first.split(" ")
+            authority = target if method == "CONNECT" else target.split("/")[2]
+            hostname, _, port = authority.rpartition(":")
+            if not hostname.startswith("127."):
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            with socket.create_connection((hostname, int(port)), timeout=30) as upstream:
+                if method == "CONNECT":
+                    client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                else:
+                    upstream.sendall(head)  # a server must accept the absolute form too
+                back = threading.Thread(target=self._pump, args=(upstream, client))
+                back.start()
+                self._pump(client, upstream)
+                back.join()
+
+    @staticmethod
+    def _pump(source, destination):
+        try:
+            while data := source.recv(65536):
+                destination.sendall(data)
+            destination.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # one side hung up hard; the other sees it on its own socket
+
+    def stop(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def relay():
+    proxy = RelayProxy()
+    yield proxy
+    proxy.stop()
+
+
+def through(proxy, no_proxy=None):
+    """The environment that sends a command's requests to ``proxy``."""
+    environment = {name: proxy.url for name in
+                   ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+    if no_proxy is not None:
+        environment["no_proxy"] = no_proxy
+    return environment
+
+
+def test_a_docker_hub_pull_goes_to_the_proxy_and_no_further(engine, relay):
+    # The network guard of conftest.py, proven: a Docker Hub name (and a
+    # mirror that is not on loopback) goes to the proxy the environment
+    # names, https as a CONNECT tunnel, http in absolute form.  This proxy
+    # refuses both, so nothing leaves the machine, not even a DNS query.
+    environment = through(relay)
+    environment["MINIDOCKER_REGISTRY_MIRRORS"] = "http://mirror.example:5000"
+    message = fails(engine, "pull", "busybox", env=environment)
+    assert relay.lines == ["GET http://mirror.example:5000/v2/ HTTP/1.1",
+                           "CONNECT registry-1.docker.io:443 HTTP/1.1"], relay.lines
+    assert len(message.strip().splitlines()) == 1, message
+    assert "registry-1.docker.io" in message and "403 Forbidden" in message, message
+
+
+def test_a_proxy_that_is_not_there_is_a_clear_error(engine):
+    # conftest.py's proxy: a closed port.
+    message = fails(engine, "pull", "busybox")
+    assert message.strip() == ("minidocker: cannot reach the registry at registry-1.docker.io: "
+                               "connection refused (the proxy 127.0.0.1:9)"), message
+
+
+def test_pulls_through_a_proxy_tunnel_and_in_absolute_form(engine, relay, registry,
+                                                          tls_registry):
+    # An empty no_proxy wins over NO_PROXY (lower case first, as urllib),
+    # so even loopback registries are reached through the proxy here.
+    server, ca = tls_registry
+    trusted = os.path.join(engine.root, "certs.d", server.address)
+    os.makedirs(trusted)
+    shutil.copy(ca, os.path.join(trusted, "ca.crt"))
+    environment = through(relay, no_proxy="")
+    engine.ok("pull", f"{server.address}/test/busybox", env=environment)
+    assert f"CONNECT {server.address} HTTP/1.1" in relay.lines, relay.lines
+    # An insecure registry: HTTPS first (the tunnel reaches a plain HTTP
+    # server, so TLS fails), then plain HTTP in absolute form.
+    relay.lines.clear()
+    engine.ok("pull", f"{registry.address}/test/busybox:oci", env=environment)
+    assert relay.lines[:2] == [f"CONNECT {registry.address} HTTP/1.1",
+                               f"GET http://{registry.address}/v2/ HTTP/1.1"], relay.lines
+    assert f"GET http://{registry.address}/v2/test/busybox/manifests/oci HTTP/1.1" \
+        in relay.lines, relay.lines
+    assert engine.ok("run", "--rm", f"{registry.address}/test/busybox:oci",
+                     "cat", "/etc/platform") == "linux/amd64\n"
+
+
+def test_no_proxy_entries_bypass_the_proxy(engine, relay, registry):
+    # conftest.py's NO_PROXY lists the loopback addresses; a host:port entry
+    # works too.
+    for no_proxy in (None, registry.address):
+        engine.ok("pull", f"{registry.address}/test/busybox:oci", env=through(relay, no_proxy))
+    assert relay.lines == []
+
+
+def test_proxy_settings_are_read_as_urllib_reads_them(monkeypatch):
+    from minidocker import host, registry
+
+    for name in ("http_proxy", "https_proxy", "no_proxy",
+                 "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert registry.proxy_for("https", "example.com", 443) is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://nobody@127.0.0.1:1")
+    monkeypatch.setenv("https_proxy", "http://user:p%40ss@127.0.0.1:3128/")
+    monkeypatch.setenv("HTTP_PROXY", "127.0.0.1:8080")
+    proxy = registry.proxy_for("https", "example.com", 443)
+    assert (proxy.host, proxy.port) == ("127.0.0.1", 3128)
+    assert proxy.authorization == registry.basic_header(("user", "p@ss"))
+    proxy = registry.proxy_for("http", "example.com", 80)
+    assert (proxy.host, proxy.port, proxy.authorization) == ("127.0.0.1", 8080, None)
+
+    def proxied(hostname, port=443, no_proxy=""):
+        monkeypatch.setenv("no_proxy", no_proxy)
+        return registry.proxy_for("https", hostname, port) is not None
+
+    assert proxied("example.com")
+    assert not proxied("example.com", no_proxy="*")
+    for entry in ("example.com", ".example.com", "other.org, example.com"):
+        assert not proxied("example.com", no_proxy=entry), entry
+        assert not proxied("registry.example.com", no_proxy=entry), entry
+        assert proxied("badexample.com", no_proxy=entry), entry
+    assert not proxied("example.com", 5000, no_proxy="example.com:5000")
+    assert proxied("example.com", 443, no_proxy="example.com:5000")
+    assert not proxied("::1", 5000, no_proxy="::1")
+    assert not proxied("::1", 5000, no_proxy="[::1]:5000")
+    monkeypatch.setenv("NO_PROXY", "example.com")
+    assert proxied("example.com", no_proxy="")           # lower case first, even empty
+    monkeypatch.delenv("no_proxy")
+    assert registry.proxy_for("https", "example.com", 443) is None
+    monkeypatch.setenv("https_proxy", "https://127.0.0.1:3128")
+    with pytest.raises(host.EngineError, match="plain http:// only"):
+        registry.proxy_for("https", "elsewhere.org", 443)
+
+
+# -- the HTTP client: what a server may send ------------------------------------------
+
+class CannedServer:
+    """A TCP server on 127.0.0.1 that answers every request with the same bytes.
+
+    It records each request it reads (the head, and the body its
+    Content-Length promises).  A TLS handshake gets the plain-text answer a
+    web server gives it, so a client that tries HTTPS first moves on to
+    HTTP.  With ``hold``, the connection stays open after the answer: a
+    client that waits for more must be stopped by its own limits.
+    """
+
+    def __init__(self, answer, hold=False):
+        self.answer, self.hold = answer, hold
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # stop() closed the listener
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection):
+        with connection:
+            received = connection.recv(65536)
+            if received.startswith(b"\x16"):  # a TLS ClientHello
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            else:
+                while b"\r\n\r\n" not in received and (data := connection.recv(65536)):
+                    received += data
+                head, _, body = received.partition(b"\r\n\r\n")
+                length = int(dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+                             .get("Content-Length", 0))
+                while len(body) < length and (data := connection.recv(65536)):
+                    body += data
+                self.requests.append((head.decode(), body))
+                connection.sendall(self.answer)
+            if not self.hold:
+                connection.shutdown(socket.SHUT_WR)
+            try:
+                while connection.recv(65536):
+                    pass  # until the client hangs up
+            except ConnectionResetError:
+                pass  # a client that leaves bytes unread hangs up with a reset
+
+    def stop(self):
+        self.listener.close()
+
+
+def canned(answer, method="GET", headers=None, body=None, hold=False):
+    """Send one request to a :class:`CannedServer` answering ``answer``; return the response."""
+    from minidocker import registry
+
+    server = CannedServer(answer, hold=hold)
+    try:
+        return registry.send(method, f"http://{server.address}/v2/", headers or {}, body,
+                             tls_context=None)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("answer, hold, expected", [
+    (b"SSH-2.0-OpenSSH_9.2\r\n", True, "does not answer in HTTP/1.1"),
+    (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", False, "invalid header line"),
+    (b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", False, "invalid header line"),
+    (b"HTTP/1.1 200 OK\r\n X: before the first field\r\n\r\n", False, "invalid header line"),
+    (b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n", False, "invalid header line"),
+    (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000, True, "more than 65536 bytes"),
+    (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 101 + b"\r\n", True, "100 lines of headers"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", False,
+     "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", False, "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", False, "transfer coding"),
+])
+def test_a_head_that_is_not_http_is_refused_at_once(answer, hold, expected):
+    from minidocker import registry
+
+    with pytest.raises(registry.ProtocolError, match=expected):
+        canned(answer, hold=hold)
+
+
+@pytest.mark.parametrize("answer, error, expected", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "ProtocolError",
+     "invalid chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+     "ProtocolError", "does not end where its size says"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel", "IncompleteBody",
+     "closed the connection"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", "IncompleteBody",
+     "closed the connection before the end of the body"),
+])
+def test_a_body_that_breaks_its_framing_is_refused(answer, error, expected):
+    from minidocker import registry
+
+    response = canned(answer, hold=error == "ProtocolError")
+    with pytest.raises(getattr(registry, error), match=expected):
+        response.read()
+
+
+def test_bodies_end_where_rfc_9112_says():
+    # Chunks with an extension and a trailer, read across chunk boundaries.
+    response = canned(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                      b"5;name=value\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n",
+                      hold=True)
+    assert (response.read(8), response.read(), response.read()) == (b"hello, w", b"orld", b"")
+    # Interim 1xx answers are skipped; names are found in any case; a folded
+    # line joins the one before; readinto fills a buffer the caller keeps.
+    response = canned(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+                      b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 11\r\nX-Folded: one\r\n two\r\n\r\n"
+                      b"hello world", hold=True)
+    assert (response.status, response.reason) == (200, "OK")
+    assert response.headers.get("X-FOLDED") == "one two"
+    buffer = bytearray(8)
+    assert response.readinto(buffer) == 8 and buffer == b"hello wo"
+    assert response.readinto(buffer) == 3 and buffer[:3] == b"rld"
+    assert response.readinto(buffer) == 0
+    # No length and no chunks: the body ends when the server closes.
+    assert canned(b"HTTP/1.0 200 OK\r\n\r\nuntil the end").read() == b"until the end"
+    # No body after HEAD, 204 or 304, whatever Content-Length says.
+    for method, status in (("HEAD", b"200 OK"), ("GET", b"204 No Content"),
+                           ("GET", b"304 Not Modified")):
+        response = canned(b"HTTP/1.1 " + status + b"\r\nContent-Length: 5\r\n\r\n", method,
+                          hold=True)
+        assert response.read() == b"", (method, status)
+
+
+def test_redirects_drop_the_authorization_header():
+    from minidocker import registry
+
+    storage = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nblob")
+    try:
+        for status, method, then in (("302 Found", "GET", "GET"), ("307 Temporary Redirect",
+                                     "PUT", "PUT"), ("303 See Other", "PUT", "GET"),
+                                     ("302 Found", "POST", "GET")):
+            answer = (f"HTTP/1.1 {status}\r\nLocation: http://{storage.address}/blob?sig=1\r\n"
+                      "Content-Length: 0\r\n\r\n").encode()
+            registry_server = CannedServer(answer)
+            try:
+                response = registry.send(
+                    method, f"http://{registry_server.address}/v2/x/blobs/sha256:0",
+                    {"Authorization": "Bearer secret", "Content-Type": "text/plain"},
+                    b"data" if method != "GET" else None, tls_context=None)
+                assert response.read() == b"blob"
+            finally:
+                registry_server.stop()
+            (first, _), = registry_server.requests
+            head, body = storage.requests.pop()
+            assert "Authorization: Bearer secret" in first
+            assert head.startswith(f"{then} /blob?sig=1 HTTP/1.1\r\n"), head
+            assert "Authorization" not in head, head
+            assert ("Content-Type" in head) == (then == method), head
+            assert body == (b"data" if then != "GET" else b""), (status, method, body)
+    finally:
+        storage.stop()
+
+
+def test_line_breaks_in_what_we_send_are_refused_before_sending():
+    from minidocker import host, registry
+
+    server = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    try:
+        for path, headers in (("/v2/", {"X-Token": "a\r\nInjected: yes"}),
+                              ("/v2/ HTTP/1.1\r\nInjected: yes\r\nX:", {})):
+            with pytest.raises(host.EngineError, match="control character"):
+                registry.send("GET", f"http://{server.address}{path}", headers, None, None)
+        assert server.requests == []
+    finally:
+        server.stop()
+
+
+def test_a_server_that_says_nothing_times_out(monkeypatch):
+    from minidocker import registry
+
+    monkeypatch.setattr(registry, "TIMEOUT", 0.5)
+    with pytest.raises(TimeoutError):
+        canned(b"", hold=True)
+
+
+def test_a_registry_that_does_not_speak_http_is_a_one_line_error(engine):
+    server = CannedServer(b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n")
+    try:
+        message = fails(engine, "pull", f"{server.address}/test/busybox")
+    finally:
+        server.stop()
+    assert message.strip() == (f"minidocker: cannot reach the registry at {server.address}: "
+                               f"{server.address} sent an invalid header line: 'no colon here'")
