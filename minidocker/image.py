@@ -727,8 +727,9 @@ def find_or_pull(store, text, policy="missing", progress_stream=None):
     have, and say so ("Unable to find image 'busybox:latest' locally");
     ``--pull`` chooses: ``missing`` (the default), ``always`` or
     ``never``.  An image id is never pulled: no registry serves one.  The
-    registry client is imported only to pull (http.client and ssl take
-    tens of milliseconds that a ``run`` of a stored image should not pay).
+    registry client is imported only to pull (its socket, threading and,
+    for HTTPS, ssl take milliseconds that a ``run`` of a stored image
+    should not pay).
     """
     is_id = re.fullmatch(r"(sha256:)?[0-9a-f]{64}", text)
     if policy != "always" or is_id:
