@@ -25,6 +25,7 @@ character device 0/0 and an opaque directory (``.wh..wh..opq``) carries the
 import contextlib
 import errno
 import io
+import itertools
 import json
 import os
 import re
@@ -222,13 +223,10 @@ class Store:
 
     def temporary_file(self):
         """A temporary file inside the store, renamed into place when verified."""
-        import tempfile
-
         self.ensure()
         self.remove_abandoned_temporaries()
-        descriptor, path = tempfile.mkstemp(dir=self.blobs, prefix=f".incoming-{os.getpid()}-")
-        os.close(descriptor)
-        return path
+        return _make_temporary(self.blobs, ".incoming-", lambda path: os.close(
+            os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)))
 
     def remove_abandoned_temporaries(self):
         """Remove downloads and unpackings left by a command that was killed.
@@ -434,9 +432,8 @@ class Store:
         promised, the directory is thrown away.
         """
         import gzip
-        import tempfile
 
-        staging = tempfile.mkdtemp(dir=self.layers, prefix=f".unpack-{os.getpid()}-")
+        staging = _make_temporary(self.layers, ".unpack-", lambda path: os.mkdir(path, 0o700))
         try:
             host.narrate(4, f"unpack layer {diff_id[:19]} into {self.layer_path(diff_id)}")
             stream = _Hashing(decompressed(blob, media_type))
@@ -769,6 +766,28 @@ def make_durable(path):
         host.run(["sync", "--file-system", path], 4)
     except host.EngineError as error:
         host.call(4, f"sync ({error})", os.sync)
+
+
+_temporary_numbers = itertools.count()
+
+
+def _make_temporary(directory, prefix, make):
+    """Create a new temporary in ``directory`` with ``make(path)``; return the path.
+
+    The name is PREFIX-PID-NUMBER: the PID tells
+    :meth:`Store.remove_abandoned_temporaries` whose it is, the number
+    keeps apart those of one process and its threads.  ``make`` must fail
+    on a name that exists (O_EXCL, mkdir), so a leftover of an earlier
+    process that had the same PID is never reused.  (The tempfile module
+    would do, but its import costs a pull 4 ms.)
+    """
+    while True:
+        path = os.path.join(directory, f"{prefix}{os.getpid()}-{next(_temporary_numbers)}")
+        try:
+            make(path)
+            return path
+        except FileExistsError:
+            continue
 
 
 def file_sha256(path):

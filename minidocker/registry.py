@@ -41,18 +41,17 @@ Docker's ``/etc/docker/daemon.json``) or the environment:
   Docker's ``config.json`` and podman's ``auth.json`` use.
 """
 
-import base64
 import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 import time
 
 from minidocker import host
 from minidocker import image
+from minidocker import rootfs
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -179,7 +178,7 @@ def undo_pull(store, blobs, layer_directories):
                 continue
             host.narrate(4, f"pull failed: remove unpacked layer "
                             f"{os.path.basename(directory)[:12]}")
-            shutil.rmtree(directory)
+            rootfs.remove_tree(directory)
 
 
 def store_blob_bytes(store, data, digest):
@@ -207,7 +206,7 @@ class StagedLayer:
         if self.blob and os.path.exists(self.blob):
             os.unlink(self.blob)
         if self.directory and os.path.isdir(self.directory):
-            shutil.rmtree(self.directory)
+            rootfs.remove_tree(self.directory)
 
 
 class Cancelled(Exception):
@@ -319,7 +318,7 @@ def fetch_layer(client, repository, descriptor, diff_id, unpack, store, progress
         try:
             reader.finish()
         except BaseException:
-            shutil.rmtree(staging)
+            rootfs.remove_tree(staging)
             raise
         return staging
 
@@ -513,6 +512,8 @@ def login(server, username, password):
     client.credentials = (username, password)
     client.check_login()
     credentials = read_credentials()
+    import base64
+
     secret = base64.b64encode(f"{username}:{password}".encode()).decode()
     credentials.setdefault("auths", {})[domain] = {"auth": secret}
     write_credentials(credentials)
@@ -565,6 +566,8 @@ def credentials_for(domain):
     entry = read_credentials().get("auths", {}).get(domain)
     if not entry or "auth" not in entry:
         return None
+    import base64
+
     user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
     return user, password
 
@@ -740,10 +743,11 @@ def send_once(method, url, headers, body, tls_context):
 def connect(scheme, hostname, port, proxy, tls_context):
     """A TCP connection to the server, or to the proxy; TLS on top for https."""
     if proxy is None:
-        connection = socket.create_connection((hostname, port), timeout=TIMEOUT)
+        connection = socket.create_connection((_lookup_name(hostname), port), timeout=TIMEOUT)
     else:
         try:
-            connection = socket.create_connection((proxy.host, proxy.port), timeout=TIMEOUT)
+            connection = socket.create_connection((_lookup_name(proxy.host), proxy.port),
+                                                  timeout=TIMEOUT)
         except OSError as error:
             raise ProxyFailed(f"{describe_error(error)} (the proxy {proxy.address})") from error
     if scheme == "http":
@@ -778,12 +782,31 @@ def open_tunnel(connection, hostname, port, proxy):
                           f"{authority}: {status} {reason}")
 
 
+def _lookup_name(hostname):
+    """The host name as getaddrinfo(3) takes it: bytes when it is plain ASCII.
+
+    Python's socket module runs a str host name through the IDNA codec,
+    which costs milliseconds to load; an ASCII name (every address, most
+    names) is already what the resolver wants.
+    """
+    return hostname.encode("ascii") if hostname.isascii() else hostname
+
+
 def start_tls(connection, hostname, context):
-    """Speak TLS over ``connection``; the certificate must name ``hostname``."""
+    """Speak TLS over ``connection``; the certificate must name ``hostname``.
+
+    An address is not a host name: "Literal IPv4 and IPv6 addresses are
+    not permitted in 'HostName'" (RFC 6066 §3, server name indication).
+    Python leaves it out of the handshake itself, but only after running
+    it through the IDNA codec (3 ms to load); an address whose certificate
+    is not checked is therefore not handed over at all.
+    """
     import ssl  # loaded already: the context was made with it
 
+    is_address = ":" in hostname or re.fullmatch(r"[0-9.]+", hostname)
+    name = None if is_address and not context.check_hostname else hostname
     try:
-        return context.wrap_socket(connection, server_hostname=hostname)
+        return context.wrap_socket(connection, server_hostname=name)
     except ssl.SSLError as error:
         raise TLSFailed(error) from error
 
@@ -1494,6 +1517,8 @@ def parse_challenge(header):
 
 def basic_header(credentials):
     user, password = credentials
+    import base64
+
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
