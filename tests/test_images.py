@@ -451,3 +451,37 @@ def test_the_layer_reader_refuses_what_it_cannot_unpack_in_one_line(tmp_path):
         with pytest.raises(host.EngineError, match="sparse|type 'S'") as raised:
             unpack_bytes(archive.read_bytes())
         assert "\n" not in str(raised.value)
+
+
+def test_the_layer_gunzip_reads_what_gzip_writes_and_refuses_the_rest():
+    # Layers inflate through image._Gunzip, which skips gzip's CRC-32 (the
+    # diff id checks every byte); gzip's own writer and hand-made headers
+    # with every optional field must come out whole, broken ones must not.
+    import gzip
+    import zlib
+
+    from minidocker import image
+
+    def inflate(data, size=1000):
+        reader, pieces = image._Gunzip(io.BytesIO(data)), []
+        while piece := reader.read(size):
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    raw = os.urandom(300_000) + b"a" * 500_000
+    assert inflate(gzip.compress(raw)) == raw
+    assert inflate(gzip.compress(raw), 1 << 20) == raw
+    # Two members and zero padding, as gzip(1) reads them.
+    assert inflate(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + bytes(100)) == raw
+    # FEXTRA, FNAME, FCOMMENT and FHCRC.
+    header = b"\x1f\x8b\x08" + bytes([4 | 8 | 16 | 2]) + bytes(6) + (5).to_bytes(2, "little") \
+        + b"extra" + b"layer.tar\0" + b"a comment\0" + bytes(2)
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert inflate(header + deflate.compress(raw) + deflate.flush() + bytes(8)) == raw
+    assert inflate(b"") == b""
+    whole = gzip.compress(raw)
+    for broken, error in ((whole[:-20], EOFError), (whole[:5], EOFError),
+                          (b"not gzip at all", ValueError),
+                          (whole[:10] + b"\xff" * 64 + whole[74:], ValueError)):
+        with pytest.raises(error):
+            inflate(broken)
