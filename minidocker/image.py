@@ -1120,6 +1120,9 @@ _REGULAR_ALIASES = {"\0": REGULAR, "7": REGULAR}
 #: "shall be ignored", and Go's archive/tar (Docker's reader) reads none.
 _HEADER_ONLY = {HARD_LINK, SYMBOLIC_LINK, CHARACTER_DEVICE, BLOCK_DEVICE, DIRECTORY, FIFO}
 _POSIX_MAGIC = b"ustar\x0000"
+#: A name is at most PATH_MAX (4096) bytes and an extended attribute value
+#: 64 KiB; a pax or GNU header larger than this is an attack.
+EXTENSION_LIMIT = 8 << 20
 
 
 class TarEntry:
@@ -1175,6 +1178,9 @@ def read_tar(stream):
             raise ValueError("unexpected end of data in a header")
         kind, size = _check_header(block)
         if kind in ("x", "g", "L", "K"):
+            if size > EXTENSION_LIMIT:
+                # Read whole into memory: a hostile size would exhaust it.
+                raise ValueError(f"a pax or GNU extension header of {size} bytes")
             data = _read_exactly(stream, size + (-size % BLOCK))[:size]
             if kind == "x":
                 records = _pax_records(data)

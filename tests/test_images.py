@@ -439,6 +439,11 @@ def test_the_layer_reader_refuses_what_it_cannot_unpack_in_one_line(tmp_path):
     # Content that ends before the size the header promised.
     with pytest.raises(ValueError, match="end of data"):
         unpack_bytes(good.getvalue()[:512 + 2])
+    # A pax header that claims a gigabyte is refused before it is read.
+    huge = tarfile.TarInfo("././@PaxHeader")
+    huge.type, huge.size = tarfile.XHDTYPE, 1 << 30
+    with pytest.raises(ValueError, match="extension header"):
+        unpack_bytes(huge.tobuf(tarfile.USTAR_FORMAT))
     # A sparse file (GNU tar writes it as pax GNU.sparse.* records or type S).
     sparse = tmp_path / "sparse"
     with open(sparse, "wb") as handle:
