@@ -871,7 +871,14 @@ class Response:
 
     def read(self, size=-1):
         if size is None or size < 0:
-            return b"".join(iter(lambda: self.read(CHUNK), b""))
+            # Read whole (a token, an error, a body nobody needs): a server
+            # that never stops sending must not fill the memory.
+            body = self.read(MANIFEST_LIMIT + 1)
+            if len(body) > MANIFEST_LIMIT:
+                self.close()
+                raise ProtocolError(f"{self.where} sent a body larger than {MANIFEST_LIMIT} "
+                                    "bytes where a small one was expected")
+            return body
         pieces = []
         while size > 0 and (count := self._next_count(size)):
             piece = self.stream.read(count)

@@ -962,6 +962,16 @@ def test_bodies_end_where_rfc_9112_says():
         assert response.read() == b"", (method, status)
 
 
+def test_a_body_read_whole_has_a_limit():
+    # A token or an error is read whole; a server that sends without end
+    # (here 5 MiB with no length, then it closes) is stopped at 4 MiB.
+    from minidocker import registry
+
+    response = canned(b"HTTP/1.1 401 Unauthorized\r\n\r\n" + b"x" * (5 << 20))
+    with pytest.raises(registry.ProtocolError, match="larger than 4194304 bytes"):
+        response.read()
+
+
 def test_redirects_drop_the_authorization_header():
     from minidocker import registry
 
