@@ -744,9 +744,16 @@ def _send_descriptor(connection, descriptor):
 
 
 def _receive_descriptor(connection):
-    """Receive the one descriptor :func:`_send_descriptor` passed."""
+    """Receive the one descriptor :func:`_send_descriptor` passed.
+
+    Python opens its own descriptors close-on-exec (PEP 446), but one that
+    arrives in a message is the kernel's to open; recvmsg(2):
+    "MSG_CMSG_CLOEXEC: Set the close-on-exec flag for the file descriptor
+    received via a UNIX domain file descriptor using the SCM_RIGHTS
+    operation".  So no program the monitor runs inherits the terminal.
+    """
     size = struct.calcsize("i")
-    _, ancillary, _, _ = connection.recvmsg(1, _socket.CMSG_LEN(size))
+    _, ancillary, _, _ = connection.recvmsg(1, _socket.CMSG_LEN(size), _socket.MSG_CMSG_CLOEXEC)
     for level, kind, data in ancillary:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(data) >= size:
             return struct.unpack("i", data[:size])[0]
@@ -952,6 +959,8 @@ def start_detached(container, terminal_size=None, client_coming=False):
         null = os.open("/dev/null", os.O_RDWR)
         for descriptor in (0, 1, 2):
             os.dup2(null, descriptor)
+        os.close(null)
+        _close_inherited_descriptors()
         _write_comm("md-monitor")
 
         def running():
@@ -980,6 +989,24 @@ def start_detached(container, terminal_size=None, client_coming=False):
     if not message:
         raise host.EngineError("the container's monitor ended before the container started")
     raise host.EngineError(message, exit_code=int(code))
+
+
+def _close_inherited_descriptors():
+    """Close the descriptors the command line inherited from its caller.
+
+    The monitor outlives the command line, so a descriptor its caller
+    passed down (a CI runner's pipe, make's jobserver) would stay open as
+    long as the container runs, and whoever waits for the end of that pipe
+    would wait as long.  Python opens its own descriptors close-on-exec
+    (PEP 446), so those still inheritable above 2 came from outside.
+    """
+    for name in os.listdir("/proc/self/fd"):
+        descriptor = int(name)
+        try:
+            if descriptor > 2 and os.get_inheritable(descriptor):
+                os.close(descriptor)
+        except OSError:
+            pass  # the descriptor listdir itself used, closed already
 
 
 def _report(descriptor, text):

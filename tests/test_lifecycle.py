@@ -3,6 +3,7 @@
 import concurrent.futures
 import json
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -90,6 +91,27 @@ def test_run_detached_with_trace_lets_go_of_the_pipe_it_narrates_into(busybox):
     assert len(container_id) == 64, lines[-3:]
     assert state(busybox, container_id)["Running"]
     busybox.ok("rm", "-f", container_id)
+
+
+def test_run_detached_keeps_no_descriptor_its_caller_passed_down(busybox):
+    # A caller's pipe inherited by run -d (a CI runner's, make's jobserver)
+    # must not stay open in the monitor for the container's whole life.
+    read_end, write_end = os.pipe()
+    try:
+        result = subprocess.run(busybox.command("run", "-d", "busybox", "sleep", "30"),
+                                capture_output=True, env=busybox.environment(),
+                                pass_fds=(write_end,), timeout=30)
+        assert result.returncode == 0, result.stderr
+        os.close(write_end)
+        write_end = None
+        ready, _, _ = select.select([read_end], [], [], 5)
+        assert ready and os.read(read_end, 1) == b"", \
+            "the pipe's write end is still open somewhere after run -d returned"
+        busybox.ok("rm", "-f", result.stdout.decode().strip())
+    finally:
+        os.close(read_end)
+        if write_end is not None:
+            os.close(write_end)
 
 
 def test_wait_on_a_detached_rm_container_returns_its_exit_code(busybox):
