@@ -725,11 +725,15 @@ def enter_private_mount_namespace(argv):
                            sys.executable, os.path.abspath(__file__), *argv], environment)
 
 
+PODMAN_LOCK = "/dev/shm/libpod_lock"
+
+
 class HostState:
     """What the peers may leave on the host outside the mount namespace, and its removal.
 
     podman's netavark adds iptables chains (NETAVARK...) and cgroups
-    (libpod_parent) that outlive the containers; the runtime state
+    (libpod_parent) that outlive the containers, podman its lock file in
+    /dev/shm; the runtime state
     directories may have to be created as mount points.  Whatever was not
     there before the run is removed after it.
     """
@@ -739,6 +743,7 @@ class HostState:
         self.chains = netavark_chains()
         self.cgroups = set(glob.glob("/sys/fs/cgroup/*/libpod_parent"))
         self.links = set(os.listdir("/sys/class/net"))
+        self.had_podman_lock = os.path.exists(PODMAN_LOCK)
 
     def hide_runtime_state(self):
         """Give each runtime state directory a fresh tmpfs; hide the empty cgroup2 tree."""
@@ -765,6 +770,8 @@ class HostState:
         for link in sorted(set(os.listdir("/sys/class/net")) - self.links):
             if link.startswith(("podman", "cni-podman")):
                 subprocess.run(["ip", "link", "delete", link], capture_output=True)
+        if not self.had_podman_lock and os.path.exists(PODMAN_LOCK):
+            os.unlink(PODMAN_LOCK)   # podman's shared-memory locks outlive its containers
         for directory in self.created_directories:
             subprocess.run(["umount", directory], capture_output=True)
             try:
