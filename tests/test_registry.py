@@ -873,13 +873,15 @@ class CannedServer:
                     body += data
                 self.requests.append((head.decode(), body))
                 connection.sendall(self.answer)
-            if not self.hold:
-                connection.shutdown(socket.SHUT_WR)
             try:
+                if not self.hold:
+                    connection.shutdown(socket.SHUT_WR)
                 while connection.recv(65536):
                     pass  # until the client hangs up
-            except ConnectionResetError:
-                pass  # a client that leaves bytes unread hangs up with a reset
+            except OSError:
+                # A client that leaves bytes unread hangs up with a reset;
+                # one that has gone already makes shutdown(2) say ENOTCONN.
+                pass
 
     def stop(self):
         self.listener.close()
