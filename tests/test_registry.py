@@ -661,7 +661,30 @@ def test_a_layer_listed_twice_is_fetched_once_and_a_dropped_one_again(engine, fa
 
 # -- the HTTP client: proxies ---------------------------------------------------------
 
-class RelayProxy:
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 that serves each connection in a thread of its own.
+
+    Subclasses say how, in ``serve(connection)``.
+    """
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # stop() closed the listener
+            threading.Thread(target=self.serve, args=(connection,), daemon=True).start()
+
+    def stop(self):
+        self.listener.close()
+
+
+class RelayProxy(LoopbackServer):
     """An HTTP proxy on 127.0.0.1 that relays to loopback addresses and nowhere else.
 
     It records the first line of every request it gets: ``CONNECT
@@ -672,20 +695,11 @@ class RelayProxy:
     """
 
     def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.lines = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.url = f"http://{self.address}"
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # stop() closed the listener
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
-
-    def _relay(self, client):
+    def serve(self, client):
         with client:
             head = b""
             while b"\r\n\r\n" not in head:
@@ -719,9 +733,6 @@ class RelayProxy:
             destination.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # one side hung up hard; the other sees it on its own socket
-
-    def stop(self):
-        self.listener.close()
 
 
 @pytest.fixture
@@ -833,7 +844,7 @@ def test_proxy_settings_are_read_as_urllib_reads_them(monkeypatch):
 
 # -- the HTTP client: what a server may send ------------------------------------------
 
-class CannedServer:
+class CannedServer(LoopbackServer):
     """A TCP server on 127.0.0.1 that answers every request with the same bytes.
 
     It records each request it reads (the head, and the body its
@@ -845,20 +856,10 @@ class CannedServer:
 
     def __init__(self, answer, hold=False):
         self.answer, self.hold = answer, hold
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         self.requests = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return  # stop() closed the listener
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection):
+    def serve(self, connection):
         with connection:
             received = connection.recv(65536)
             if received.startswith(b"\x16"):  # a TLS ClientHello
@@ -882,9 +883,6 @@ class CannedServer:
                 # A client that leaves bytes unread hangs up with a reset;
                 # one that has gone already makes shutdown(2) say ENOTCONN.
                 pass
-
-    def stop(self):
-        self.listener.close()
 
 
 def canned(answer, method="GET", headers=None, body=None, hold=False):
