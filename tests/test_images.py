@@ -421,6 +421,33 @@ def test_the_layer_reader_unpacks_what_tar_writers_write(tmp_path, writer):
     assert describe_tree(target) == expected
 
 
+def test_a_directory_replaced_by_a_link_is_never_written_through(tmp_path):
+    # The unpacker remembers which parents it has checked; a later entry
+    # that turns one of them (or its parent) into a link must end that.
+    from minidocker import host, image
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def entry(name, kind=tarfile.REGTYPE, linkname=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, linkname
+        return info
+
+    for last in ("a/b/x", "a/b/.wh.x", "a/b/.wh..wh..opq"):
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as writing:
+            for info in (entry("a/", tarfile.DIRTYPE), entry("a/b/", tarfile.DIRTYPE),
+                         entry("a/b/first"), entry("a", tarfile.SYMTYPE, str(outside)),
+                         entry(last)):
+                writing.addfile(info, io.BytesIO(b""))
+        target = tempfile.mkdtemp(dir=tmp_path)
+        with pytest.raises(host.EngineError, match="symbolic link|not a directory"):
+            image.unpack(io.BufferedReader(io.BytesIO(archive.getvalue())), target)
+        assert list(outside.iterdir()) == [], last
+        assert os.readlink(os.path.join(target, "a")) == str(outside)
+
+
 def test_the_layer_reader_refuses_what_it_cannot_unpack_in_one_line(tmp_path):
     from minidocker import host, image
 
