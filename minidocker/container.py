@@ -767,27 +767,39 @@ def _report_failure(container, failure):
     raise host.EngineError(message, exit_code=int(code))
 
 
-def _disconnect_network(container, **changes):
+def _disconnect_network(container):
     """Give back what :func:`_plug_network` took: cable, address, ports (chapter 5).
 
-    The settings left are recorded together with ``changes`` (how the
-    container ended, for :func:`finish`): one state write instead of two,
-    and on this disk every write is a new inode.
+    Returns the network settings to record, or None when there is nothing
+    to record.
     """
     if not os.path.exists(os.path.join(container.directory, "state.json")):
-        return  # removed already (--rm) by a monitor that disconnected first
+        return None  # removed already (--rm) by a monitor that disconnected first
     settings = refresh(container).state.get("NetworkSettings")
-    if settings is not None or \
-            container.config["HostConfig"].get("NetworkMode") not in ("none", "host"):
-        changes["NetworkSettings"] = network.disconnect(container.id, settings)
-    if changes:
-        container.save_state(**changes)
+    if settings is None and container.config["HostConfig"].get("NetworkMode") in ("none", "host"):
+        return None  # never connected, and nothing to look for
+    return network.disconnect(container.id, settings)
+
+
+def _release_network(container):
+    """Disconnect the container and record the settings it has left."""
+    settings = _disconnect_network(container)
+    if settings is not None:
+        container.save_state(NetworkSettings=settings)
 
 
 def finish(container, exit_code, error="", oom_killed=False):
-    """Record how the container ended and release what it held."""
-    _disconnect_network(container, Status="exited", Running=False, Pid=0, ExitCode=exit_code,
-                        Error=error, FinishedAt=logs.timestamp(), OOMKilled=oom_killed)
+    """Record how the container ended and release what it held.
+
+    The end and the network settings left go into one state write: each
+    write is a new file renamed over the old one.
+    """
+    ended = dict(Status="exited", Running=False, Pid=0, ExitCode=exit_code, Error=error,
+                 FinishedAt=logs.timestamp(), OOMKilled=oom_killed)
+    settings = _disconnect_network(container)
+    if settings is not None:
+        ended["NetworkSettings"] = settings
+    container.save_state(**ended)
     if container.config["HostConfig"].get("AutoRemove"):
         remove_files(container)
         remove_anonymous_volumes(container.config.get("Mounts", []))
@@ -1075,7 +1087,7 @@ def remove(container, force=False, volumes=False):
     wait_for_monitor(container)
     # A monitor killed with SIGKILL never destroyed the group; do it now.
     container_cgroup(container).destroy()
-    _disconnect_network(container)
+    _release_network(container)
     if os.path.isdir(container.directory):
         remove_files(container)
     if volumes:
@@ -1091,7 +1103,7 @@ def release_abandoned(container):
     if container.state.get("Status") == "running" and not container.is_running() \
             and not container.monitor_alive():
         container_cgroup(container).destroy()
-        _disconnect_network(container)
+        _release_network(container)
 
 
 def remove_files(container):
