@@ -507,13 +507,13 @@ def push(text, progress=None, store=None):
 
 def login(server, username, password):
     """Check credentials against a registry, then keep them in auth.json."""
+    import base64  # here: only login and stored credentials need it
+
     domain = normalise_server(server)
     client = clients_for(domain, mirrors_first=False)[0]
     client.credentials = (username, password)
     client.check_login()
     credentials = read_credentials()
-    import base64
-
     secret = base64.b64encode(f"{username}:{password}".encode()).decode()
     credentials.setdefault("auths", {})[domain] = {"auth": secret}
     write_credentials(credentials)
@@ -566,7 +566,7 @@ def credentials_for(domain):
     entry = read_credentials().get("auths", {}).get(domain)
     if not entry or "auth" not in entry:
         return None
-    import base64
+    import base64  # only now: every pull asks, few have credentials stored
 
     user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
     return user, password
@@ -1523,9 +1523,9 @@ def parse_challenge(header):
 
 
 def basic_header(credentials):
-    user, password = credentials
     import base64
 
+    user, password = credentials
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
