@@ -936,7 +936,7 @@ def unpack(stream, target):
         elif entry.kind == HARD_LINK:
             # A second name for a file already unpacked, which has its own
             # owner and mode: the link's header does not change them.
-            source = os.path.join(target, _hard_link_source(target, entry))
+            source = os.path.join(target, _hard_link_source(target, entry, known))
             _create(lambda: os.link(source, path, follow_symlinks=False), path, name, known)
         else:
             _create(lambda: _make_special(entry, path), path, name, known)
@@ -968,14 +968,15 @@ def safe_name(name):
     return "/".join(parts) or None
 
 
-def _make_parents(target, name, original, known):
+def _make_parents(target, name, original, known, create=True):
     """Make sure every parent of ``name`` is a real directory, creating missing ones.
 
     A parent that is a symbolic link is refused: writing through a link the
     archive made (``etc -> /etc``, then ``etc/passwd``) would write on the
     host.  ``known`` holds the names already checked, so a layer of many
     files in one directory costs one lstat(2) for that directory, not one
-    per file.  Missing parents are made 0755, as Docker makes them.
+    per file.  Missing parents are made 0755, as Docker makes them; without
+    ``create`` a missing parent raises FileNotFoundError.
     """
     current = ""
     for part in name.split("/")[:-1]:
@@ -986,6 +987,8 @@ def _make_parents(target, name, original, known):
         try:
             mode = os.lstat(path).st_mode
         except FileNotFoundError:
+            if not create:
+                raise
             os.mkdir(path)
             os.chmod(path, 0o755)   # mkdir(2)'s mode is masked by the umask
         else:
@@ -1033,7 +1036,7 @@ def _remove(path, name, known):
     rootfs.remove_path(path)
 
 
-def _hard_link_source(target, entry):
+def _hard_link_source(target, entry, known):
     """Return the name a hard link entry links to, checked to be a file inside the layer."""
     try:
         source = safe_name(entry.linkname)
@@ -1042,22 +1045,15 @@ def _hard_link_source(target, entry):
                                f"{entry.linkname!r} points outside the layer")
     if source is None:
         raise host.EngineError(f"layer entry {entry.name!r}: hard link out of the layer")
-    check_no_links_on_the_way(target, os.path.dirname(source), entry.linkname)
     path = os.path.join(target, source)
-    if not os.path.isfile(path) or os.path.islink(path):
+    try:
+        _make_parents(target, source, entry.linkname, known, create=False)
+        missing = not stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        missing = True
+    if missing:
         raise host.EngineError(f"layer entry {entry.name!r}: hard link to a missing file")
     return source
-
-
-def check_no_links_on_the_way(target, directory, original):
-    """Refuse an entry whose parent directories include a symbolic link."""
-    current = target
-    for part in [p for p in directory.split("/") if p]:
-        current = os.path.join(current, part)
-        if os.path.islink(current):
-            raise host.EngineError(f"layer entry {original!r} goes through a symbolic link")
-        if os.path.lexists(current) and not os.path.isdir(current):
-            raise host.EngineError(f"layer entry {original!r}: a parent is not a directory")
 
 
 def _set_attributes(entry, path):
