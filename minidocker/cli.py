@@ -7,74 +7,22 @@ engine failed or was given bad input, 126 when the command cannot be
 invoked, 127 when it cannot be found.
 """
 
-import argparse
 import errno
 import json
 import os
 import sys
 import time
 
-from minidocker import host
+from minidocker import flags, host
 
 
-class Formatter(argparse.HelpFormatter):
-    """argparse's help layout, told the terminal's width when it is made.
-
-    Left to itself, argparse makes a formatter for every argument it is
-    given and asks ``shutil.get_terminal_size`` each time; importing
-    shutil alone costs a container start a few milliseconds.
-    """
-
-    def __init__(self, prog, **options):
-        options.setdefault("width", terminal_columns() - 2)
-        super().__init__(prog, **options)
-
-
-def terminal_columns():
-    """The width of standard output's terminal: $COLUMNS, the terminal's, or 80."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    try:
-        return os.get_terminal_size(1).columns
-    except OSError:
-        return 80
-
-
-class Parser(argparse.ArgumentParser):
+class Parser(flags.Parser):
     """An argument parser that fails the Docker way: one line, exit 125."""
-
-    def __init__(self, *arguments, **options):
-        options.setdefault("formatter_class", Formatter)
-        super().__init__(*arguments, **options)
 
     def error(self, message):
         complain(message)
         sys.stderr.write(f"See '{self.prog} --help'.\n")
         sys.exit(125)
-
-
-class _Unbuilt:
-    """Stands in for the parser of a command this run does not need."""
-
-    def __getattr__(self, name):
-        return lambda *arguments, **options: self
-
-
-class _Commands(argparse._SubParsersAction):
-    """Subcommands that build only the parser of the command being run.
-
-    There are seventy of them; building every parser costs ~30 ms, a fifth
-    of a container's start, for help texts nobody reads on that run.
-    """
-
-    wanted = None
-
-    def add_parser(self, name, **options):
-        if self.wanted is not None and name != self.wanted:
-            return _Unbuilt()
-        return super().add_parser(name, **options)
 
 
 def command_word(argv):
@@ -95,7 +43,6 @@ def build_parser(wanted=None):
     ``image`` and ``container`` reuse the parsers of the commands they
     group (``image ls`` is ``images``), so they need everything built.
     """
-    _Commands.wanted = None if wanted in ("image", "container") else wanted
     parser = Parser(prog="minidocker", description="A Docker-like container engine, written to be read.")
     parser.add_argument("--root", help="engine root (default /var/lib/minidocker, or $MINIDOCKER_ROOT)")
     parser.add_argument("--trace", action="store_true",
@@ -105,7 +52,7 @@ def build_parser(wanted=None):
     parser.add_argument("--storage-driver", choices=("overlay", "vfs"),
                         help="how container filesystems are made (default: overlay if the kernel has it)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
-                                     action=_Commands)
+                                     only=None if wanted in ("image", "container") else wanted)
 
     run = commands.add_parser("run", help="create and start a container", add_help=False)
     add_create_options(run)
@@ -259,35 +206,35 @@ def add_create_options(parser):
     parser.add_argument("--device", dest="devices", action="append", default=[],
                         help="give a host device: HOST[:CONTAINER[:PERMISSIONS]]")
     parser.add_argument("image", metavar="IMAGE")
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    parser.add_argument("command", nargs=flags.REMAINDER, metavar="COMMAND")
 
 
 def size_argument(text):
-    """argparse type for -m: Docker's sizes (b, k, m, g)."""
+    """The type of -m: Docker's sizes (b, k, m, g)."""
     from minidocker import cgroup
 
     try:
         return cgroup.parse_bytes(text)
     except host.EngineError as error:
-        raise argparse.ArgumentTypeError(str(error))
+        raise flags.InvalidValue(str(error))
 
 
 def swap_argument(text):
-    """argparse type for --memory-swap: a size, or -1."""
+    """The type of --memory-swap: a size, or -1."""
     from minidocker import cgroup
 
     try:
         return cgroup.parse_memory_swap(text)
     except host.EngineError as error:
-        raise argparse.ArgumentTypeError(str(error))
+        raise flags.InvalidValue(str(error))
 
 
 def cpus_argument(text):
-    """argparse type for --cpus: a decimal number of CPUs."""
+    """The type of --cpus: a decimal number of CPUs."""
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"failed to parse {text} as a rational number")
+        raise flags.InvalidValue(f"failed to parse {text} as a rational number")
 
 
 def run_and_exit():
@@ -324,10 +271,7 @@ def complain(message):
 
 def main(argv=None):
     """Run one command; return its exit status."""
-    wanted = command_word(argv)
-    parser = build_parser(wanted)
-    if wanted and wanted not in parser._subparsers._group_actions[0].choices:
-        parser = build_parser()  # an unknown command: argparse lists the real ones
+    parser = build_parser(command_word(argv))
     arguments = parser.parse_args(argv)
     if arguments.root:
         os.environ["MINIDOCKER_ROOT"] = os.path.abspath(arguments.root)
@@ -1002,16 +946,15 @@ def add_image_commands(commands):
     inspect = actions.add_parser("inspect", help="show images' details as JSON")
     inspect.add_argument("names", nargs="+", metavar="IMAGE")
     inspect.set_defaults(handler=command_image_inspect)
-    if isinstance(group, _Unbuilt):
+    if not group.built:
         return
     for name, source in (("ls", "images"), ("rm", "rmi"), ("pull", "pull"), ("push", "push"),
                          ("tag", "tag"), ("save", "save"), ("load", "load"),
                          ("history", "history"), ("import", "import")):
         # ``image ls`` is ``images`` with the same flags: copy the parser's actions.
         alias = actions.add_parser(name, help=f"the same as {source!r}",
-                                   parents=[commands.choices[source]], add_help=False,
-                                   conflict_handler="resolve")
-        alias.set_defaults(handler=commands.choices[source].get_default("handler"))
+                                   parents=[commands.parsers[source]], add_help=False)
+        alias.set_defaults(handler=commands.parsers[source].get_default("handler"))
 
 
 def command_pull(arguments):
@@ -1223,7 +1166,7 @@ def add_lifecycle_commands(commands):
     exec_.add_argument("-w", "--workdir", help="working directory inside the container")
     exec_.add_argument("-u", "--user", help="user name or UID, optionally :group or :GID")
     exec_.add_argument("container", metavar="CONTAINER")
-    exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    exec_.add_argument("command", nargs=flags.REMAINDER, metavar="COMMAND")
     exec_.set_defaults(handler=command_exec)
 
     group = commands.add_parser("container", help="manage containers (container prune, ls, ...)")
@@ -1236,12 +1179,11 @@ def add_lifecycle_commands(commands):
                          ("rename", "rename"), ("attach", "attach"), ("exec", "exec"),
                          ("logs", "logs"), ("inspect", "inspect"), ("create", "create"),
                          ("run", "run")):
-        if isinstance(group, _Unbuilt):
+        if not group.built:
             break
         alias = actions.add_parser(name, help=f"the same as {source!r}",
-                                   parents=[commands.choices[source]], add_help=False,
-                                   conflict_handler="resolve")
-        alias.set_defaults(handler=commands.choices[source].get_default("handler"))
+                                   parents=[commands.parsers[source]], add_help=False)
+        alias.set_defaults(handler=commands.parsers[source].get_default("handler"))
 
     volume = commands.add_parser("volume", help="manage volumes (create, ls, inspect, rm, prune)")
     actions = volume.add_subparsers(dest="volume_command", metavar="COMMAND", parser_class=Parser)
@@ -1599,7 +1541,7 @@ def add_commit_commands(commands):
                         help="apply a Dockerfile instruction: " + ", ".join(
                             ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "VOLUME",
                              "WORKDIR", "STOPSIGNAL")))
-    commit.add_argument("-p", "--pause", type=boolean_argument, nargs="?", const=True, default=True,
+    commit.add_argument("-p", "--pause", action="store_true", default=True,
                         help="freeze a running container while committing (default true)")
     commit.add_argument("container", metavar="CONTAINER")
     commit.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
@@ -1620,15 +1562,6 @@ def add_commit_commands(commands):
     actions = builder.add_subparsers(dest="builder_command", metavar="COMMAND", parser_class=Parser)
     prune = actions.add_parser("prune", help="forget the build cache and free its space")
     prune.set_defaults(handler=command_builder_prune)
-
-
-def boolean_argument(text):
-    """Read ``--pause=false`` the way Docker's flags do."""
-    if text.lower() in ("1", "t", "true"):
-        return True
-    if text.lower() in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
 
 
 def command_diff(arguments):

@@ -149,16 +149,12 @@ def minidocker(root, arguments):
 
 def available_commands():
     """Return the engine's commands and run options, read from its parser."""
-    import argparse
-
     from minidocker import cli
 
-    names = set()
-    for action in cli.build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            names.update(action.choices)
-            for option in action.choices["run"]._option_string_actions:
-                names.add(option)
+    commands = cli.build_parser().commands
+    names = set(commands.parsers)
+    for option in commands.parsers["run"].options:
+        names.update(option.names)
     return names
 
 

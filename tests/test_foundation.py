@@ -334,7 +334,7 @@ BAD_RUNS = [
     (["--name", "bad name", "busybox", "true"], "Invalid container name"),
     (["--network", "nowhere", "busybox", "true"], "network nowhere not found"),
     (["busybox"], "no command specified"),
-    (["--no-such-flag", "busybox", "true"], "unrecognized arguments"),
+    (["--no-such-flag", "busybox", "true"], "unknown flag: --no-such-flag"),
     (["Bad/Name", "true"], "invalid reference format"),
 ]
 

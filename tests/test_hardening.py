@@ -238,7 +238,7 @@ BAD_FLAGS = [
     (["--cpus", "100000"], "Range of CPUs is from 0.01"),
     (["--cpuset-cpus", "999"], "Requested CPUs are not available"),
     (["--cpu-shares", "-5"], "must not be negative"),
-    (["--pids-limit", "x"], "invalid int value: 'x'"),
+    (["--pids-limit", "x"], 'invalid argument "x" for "--pids-limit" flag'),
     (["--restart", "sometimes"], "invalid restart policy 'sometimes'"),
     (["--restart", "always:3"], "only on-failure takes a maximum retry count"),
     (["--log-opt", "max-size"], "invalid log opt 'max-size'"),
@@ -255,7 +255,7 @@ BAD_FLAGS = [
     (["-v", "/tmp:/a", "-v", "/tmp:/a"], "Duplicate mount point: /a"),
     (["-v", "bad name!:/x"], "includes invalid characters for a local volume name"),
     (["--name", "x" * 2 + "/../y"], "Invalid container name"),
-    (["--name", "-lead"], "expected one argument"),
+    (["--name", "-lead"], "flag needs an argument: --name"),
     (["--entrypoint", ""], "no command specified"),
     # Python's "$" matches before a final newline; Docker's (Go's) does not.
     # The message shows the newline escaped, so it stays one line.
@@ -263,7 +263,7 @@ BAD_FLAGS = [
     (["--hostname", "h\n"], "invalid hostname format: h\\n"),
     (["-u", "root\n"], "invalid user"),
     (["-v", "vol\n:/x"], "includes invalid characters for a local volume name"),
-    (["--bogus\nflag"], "unrecognized arguments: --bogus\\nflag"),
+    (["--bogus\nflag"], "unknown flag: --bogus\\nflag"),
 ]
 
 BAD_REFERENCES = [

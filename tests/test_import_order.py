@@ -30,7 +30,7 @@ CHAPTER_OF = {
     "network": 5,
     "logs": 6, "volume": 6,
     "commit": 7,
-    "container": TOP, "cli": TOP, "__main__": TOP, "demo": TOP,
+    "container": TOP, "flags": TOP, "cli": TOP, "__main__": TOP, "demo": TOP,
 }
 
 pytestmark = pytest.mark.course
