@@ -431,19 +431,18 @@ class Store:
         as it is unpacked: if it is not the diff id the image config
         promised, the directory is thrown away.
         """
-        import gzip
-
         staging = _make_temporary(self.layers, ".unpack-", lambda path: os.mkdir(path, 0o700))
         try:
             host.narrate(4, f"unpack layer {diff_id[:19]} into {self.layer_path(diff_id)}")
             stream = _Hashing(decompressed(blob, media_type, digest_checked=True))
             try:
-                # The tar reader asks for 512-byte headers; a MiB buffer in
-                # C between it and the Python layers below (gzip, the hash)
-                # makes those run once per MiB instead of once per header.
-                unpack(io.BufferedReader(stream, 1 << 20), staging)
+                unpack(stream, staging)
                 stream.drain()
             except (EOFError, OSError, ValueError) as error:
+                # Only now: a pull inflates with _Gunzip and needs no gzip
+                # module (2 ms to load) until it must tell an error apart.
+                import gzip
+
                 if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise  # the command line says the disk is full
                 if isinstance(error, OSError) and not isinstance(error, gzip.BadGzipFile):
@@ -680,23 +679,34 @@ class _Gunzip:
         return taken
 
 
-class _Hashing(io.RawIOBase):
-    """A stream that computes the SHA-256 of everything read through it."""
+class _Hashing:
+    """A stream that computes the SHA-256 of everything read through it.
+
+    It asks the stream below for a MiB at a time (gzip gives back what one
+    piece of the blob inflates to) and hashes each piece once.  What a
+    read does not take waits for the next read: the tar reader's 512-byte
+    headers cost no call below, and a file's content comes back as the
+    pieces themselves, to be written as they are.  (An ``io.BufferedReader``
+    here would copy every byte twice more: into its buffer, then out.)  A
+    read may return fewer bytes than asked for, as a pipe does; the tar
+    reader reads on until it has what it needs.
+    """
 
     def __init__(self, stream):
         import hashlib
 
         self.stream = stream
         self.hash = hashlib.sha256()
+        self.piece, self.position = b"", 0
 
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        data = self.stream.read(len(buffer))
-        buffer[:len(data)] = data
-        self.hash.update(data)
-        return len(data)
+    def read(self, size):
+        if self.position == len(self.piece):
+            self.piece, self.position = self.stream.read(1 << 20), 0
+            self.hash.update(self.piece)
+        start = self.position
+        self.position = min(start + size, len(self.piece))
+        # A slice of all of a bytes object is that object: no copy.
+        return self.piece[start:self.position]
 
     def drain(self):
         """Read what tar left after its end marker: it is part of the diff id too."""
