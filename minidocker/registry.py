@@ -14,6 +14,8 @@ pull busybox`` shows every line of it::
     GET /v2/library/busybox/blobs/CONFIG       200, the image config
     GET /v2/library/busybox/blobs/LAYER ...    200, each layer (gzip tar)
 
+The HTTP/1.1 underneath is the engine's own client, in ``http_client.py``.
+
 Everything after the manifest is addressed by digest, so the client checks
 every byte it receives: a blob whose SHA-256 or size is not the one the
 manifest promised is refused before it enters the store.  The manifest
@@ -50,6 +52,7 @@ import sys
 import time
 
 from minidocker import host
+from minidocker import http_client
 from minidocker import image
 from minidocker import rootfs
 
@@ -82,7 +85,6 @@ CHUNK = 1 << 20
 #: may use.  Unpacking is CPU work, and a thread beyond the cores only trades
 #: the GIL back and forth (measured on 2 cores: 2 threads beat 3).
 PARALLEL_LAYERS = min(3, len(os.sched_getaffinity(0)))
-TIMEOUT = 60
 
 
 # -- pull: the main idea ---------------------------------------------------
@@ -608,7 +610,7 @@ def insecure_registries():
 def is_insecure(address):
     """Say whether ``host[:port]`` may be reached without a verified certificate."""
     insecure = insecure_registries()
-    hostname = split_authority(address)[0]
+    hostname = http_client.split_authority(address)[0]
     return address in insecure or hostname in insecure or f"[{hostname}]" in insecure
 
 
@@ -633,478 +635,7 @@ def clients_for(domain, mirrors_first):
     return clients
 
 
-# -- the HTTP client -------------------------------------------------------
-#
-# HTTP/1.1 is lines of text over a TCP connection (RFC 9112).  The client
-# writes a request line, header lines, a blank line, then the body if there
-# is one; the server answers in the same shape, with a status line first:
-#
-#     GET /v2/library/busybox/manifests/latest HTTP/1.1
-#     Host: registry-1.docker.io
-#     Accept: application/vnd.oci.image.index.v1+json, ...
-#
-#     HTTP/1.1 200 OK
-#     Content-Type: application/vnd.oci.image.index.v1+json
-#     Content-Length: 9218
-#
-#     {"manifests": [{"digest": "sha256:...", "platform": ...
-#
-# HTTPS is the same text inside TLS.  Each request gets a connection of its
-# own ("Connection: close"), so there is nothing to pool and nothing gone
-# stale.  What remains are the rules a client must keep: where a body ends,
-# redirects, proxies, and distrust of every byte the server sends.
-
-HEADER_LIMIT, HEADER_COUNT_LIMIT, REDIRECT_LIMIT = 64 * 1024, 100, 10
-DEFAULT_PORTS = {"http": 80, "https": 443}
-STATUS_LINE = re.compile(r"HTTP/1\.[0-9] ([1-9][0-9][0-9])(?: (.*))?")
-FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # a token (RFC 9110 §5.6.2)
-
-
-class ProtocolError(host.EngineError):
-    """The server's answer cannot be read as HTTP/1.1; the message says why."""
-
-
-class IncompleteBody(ProtocolError):
-    """The connection closed before the end of the body the response announced."""
-
-
-class ProxyFailed(OSError):
-    """The proxy could not be reached, or would not open a tunnel."""
-
-
-class TLSFailed(OSError):
-    """The TLS handshake failed; ``reason`` is OpenSSL's name for why."""
-
-    def __init__(self, ssl_error):
-        super().__init__(str(ssl_error))
-        self.reason = ssl_error.reason
-
-
-def send(method, url, headers, body, tls_context):
-    """Send a request and return the :class:`Response`, following redirects.
-
-    Registries redirect blob downloads to their storage; the Authorization
-    header is the registry's, so it is not sent on.  ``tls_context()`` is
-    called only for an https URL.
-    """
-    for _ in range(1 + REDIRECT_LIMIT):
-        response = send_once(method, url, headers, body, tls_context)
-        location = response.headers.get("Location")
-        if response.status not in (301, 302, 303, 307, 308) or not location:
-            return response
-        response.close()
-        url = resolve_url(url, location)
-        host.narrate(4, f"    {response.status} redirect to {url.split('?')[0]}")
-        headers = {name: value for name, value in headers.items()
-                   if name.lower() != "authorization"}
-        # RFC 9110 §15.4: after a 303 the user agent makes "a GET or HEAD
-        # request", and after a 301 or 302 it "MAY change the request method
-        # from POST to GET"; 307 and 308 keep the method and the body.
-        if response.status == 303 or (response.status in (301, 302) and method == "POST"):
-            method, body = ("HEAD" if method == "HEAD" else "GET"), None
-            headers.pop("Content-Type", None)
-    raise ProtocolError(f"more than {REDIRECT_LIMIT} redirects, the last to {url.split('?')[0]}")
-
-
-def send_once(method, url, headers, body, tls_context):
-    """Open a connection, write one request on it, and read the response's head."""
-    scheme, hostname, port, target = split_url(url)
-    authority = join_authority(hostname, port, DEFAULT_PORTS[scheme])
-    proxy = proxy_for(scheme, hostname, port)
-    if proxy and scheme == "http":
-        # RFC 9112 §3.2.2: "When making a request to a proxy, other than a
-        # CONNECT or server-wide OPTIONS request, a client MUST send the
-        # target URI in absolute-form."
-        target = f"http://{authority}{target}"
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {authority}", "User-Agent: minidocker",
-             "Accept-Encoding: identity", "Connection: close"]
-    if proxy and proxy.authorization and scheme == "http":
-        lines.append(f"Proxy-Authorization: {proxy.authorization}")
-    if body is not None or method in ("POST", "PUT"):
-        lines.append(f"Content-Length: {len(body or b'')}")
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    # A CR or LF in a value would end its line and start a header of the
-    # sender's choosing (request smuggling): only visible ASCII goes out.
-    if not re.fullmatch(r"[!-~]+", target) or \
-            not all(re.fullmatch(r"[ -~]+", line) for line in lines):
-        raise host.EngineError(f"{method} {url.split('?')[0]}: refusing to send a request "
-                               "line or header that holds a control character")
-    connection = connect(scheme, hostname, port, proxy, tls_context)
-    try:
-        connection.sendall("".join(line + "\r\n" for line in lines).encode() + b"\r\n")
-        if body:
-            connection.sendall(body)
-    except BaseException:
-        connection.close()
-        raise
-    return Response(connection, method, authority)
-
-
-def connect(scheme, hostname, port, proxy, tls_context):
-    """A TCP connection to the server, or to the proxy; TLS on top for https."""
-    if proxy is None:
-        connection = socket.create_connection((_lookup_name(hostname), port), timeout=TIMEOUT)
-    else:
-        try:
-            connection = socket.create_connection((_lookup_name(proxy.host), proxy.port),
-                                                  timeout=TIMEOUT)
-        except OSError as error:
-            raise ProxyFailed(f"{describe_error(error)} (the proxy {proxy.address})") from error
-    if scheme == "http":
-        return connection
-    try:
-        if proxy:
-            open_tunnel(connection, hostname, port, proxy)
-        return start_tls(connection, hostname, tls_context())
-    except BaseException:
-        connection.close()
-        raise
-
-
-def open_tunnel(connection, hostname, port, proxy):
-    """Ask the proxy for a pipe to ``hostname:port`` (``CONNECT``, RFC 9110 §9.3.6).
-
-    TLS then runs inside the pipe: the proxy sees only encrypted bytes.
-    """
-    authority = join_authority(hostname, port)
-    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
-    if proxy.authorization:
-        lines.append(f"Proxy-Authorization: {proxy.authorization}")
-    connection.sendall("".join(line + "\r\n" for line in lines).encode() + b"\r\n")
-    # Unbuffered, so that nothing after the blank line is read here: "Any
-    # 2xx (Successful) response to a CONNECT request implies that the
-    # connection will become a tunnel immediately after the empty line that
-    # concludes the header fields" (RFC 9112 §6.3).
-    with connection.makefile("rb", buffering=0) as stream:
-        status, reason, _ = read_head(stream, proxy.address)
-    if not 200 <= status < 300:
-        raise ProxyFailed(f"the proxy {proxy.address} would not open a tunnel to "
-                          f"{authority}: {status} {reason}")
-
-
-def _lookup_name(hostname):
-    """The host name as getaddrinfo(3) takes it: bytes when it is plain ASCII.
-
-    Python's socket module runs a str host name through the IDNA codec,
-    which costs milliseconds to load; an ASCII name (every address, most
-    names) is already what the resolver wants.
-    """
-    return hostname.encode("ascii") if hostname.isascii() else hostname
-
-
-def start_tls(connection, hostname, context):
-    """Speak TLS over ``connection``; the certificate must name ``hostname``.
-
-    An address is not a host name: "Literal IPv4 and IPv6 addresses are
-    not permitted in 'HostName'" (RFC 6066 §3, server name indication).
-    Python leaves it out of the handshake itself, but only after running
-    it through the IDNA codec (3 ms to load); an address whose certificate
-    is not checked is therefore not handed over at all.
-    """
-    import ssl  # loaded already: the context was made with it
-
-    is_address = ":" in hostname or re.fullmatch(r"[0-9.]+", hostname)
-    name = None if is_address and not context.check_hostname else hostname
-    try:
-        return context.wrap_socket(connection, server_hostname=name)
-    except ssl.SSLError as error:
-        raise TLSFailed(error) from error
-
-
-class Response:
-    """A response's ``status``, ``reason`` and ``headers``; its body is read on demand.
-
-    ``read(n)`` returns the next ``n`` bytes, fewer only at the body's end
-    (``b""`` there); ``read()`` returns all that is left; ``readinto(buffer)``
-    fills a buffer the caller keeps and returns the count.  The connection
-    closes at the body's end, or on :meth:`close`.
-    """
-
-    def __init__(self, connection, method, where):
-        self.connection, self.where = connection, where
-        self.stream = connection.makefile("rb", buffering=64 * 1024)
-        self.chunked, self.remaining, self.finished = False, None, False
-        try:
-            self.status = 100
-            while self.status < 200:
-                # "A client MUST be able to parse one or more 1xx responses
-                # received prior to a final response" (RFC 9110 §15.2).
-                self.status, self.reason, self.headers = read_head(self.stream, where)
-            self._find_the_end_of_the_body(method)
-        except BaseException:
-            self.close()
-            raise
-
-    def _find_the_end_of_the_body(self, method):
-        """Where the body ends: RFC 9112 §6.3, "Message Body Length"."""
-        codings = [coding.strip().lower() for value in self.headers.get_all("Transfer-Encoding")
-                   for coding in value.split(",")]
-        lengths = {length.strip() for value in self.headers.get_all("Content-Length")
-                   for length in value.split(",")}
-        if method == "HEAD" or self.status in (204, 304):
-            # "Any response to a HEAD request and any response with a 1xx
-            # (Informational), 204 (No Content), or 304 (Not Modified) status
-            # code is always terminated by the first empty line"
-            self.remaining = 0
-        elif codings:
-            # "If a Transfer-Encoding header field is present and the chunked
-            # transfer coding is the final encoding, the message body length
-            # is determined by reading and decoding the chunked data".  We
-            # send no TE header, so no other coding may come.
-            if codings != ["chunked"]:
-                raise ProtocolError(f"{self.where} sent the transfer coding "
-                                    f"{', '.join(codings)!r}, which this client does not read")
-            self.chunked, self.remaining = True, 0
-        elif lengths:
-            # "If a message is received without Transfer-Encoding and with an
-            # invalid Content-Length header field, then the message framing
-            # is invalid and the recipient MUST treat it as an unrecoverable
-            # error"
-            if len(lengths) != 1 or not re.fullmatch(r"[0-9]+", min(lengths)):
-                raise ProtocolError(f"{self.where} sent an invalid Content-Length: "
-                                    f"{self.headers.get('Content-Length')!r}")
-            self.remaining = int(min(lengths))
-        # Otherwise "the message body length is determined by the number of
-        # octets received prior to the server closing the connection".
-        if self.remaining == 0 and not self.chunked:
-            self.close()
-
-    def read(self, size=-1):
-        if size is None or size < 0:
-            # Read whole (a token, an error, a body nobody needs): a server
-            # that never stops sending must not fill the memory.
-            body = self.read(MANIFEST_LIMIT + 1)
-            if len(body) > MANIFEST_LIMIT:
-                self.close()
-                raise ProtocolError(f"{self.where} sent a body larger than {MANIFEST_LIMIT} "
-                                    "bytes where a small one was expected")
-            return body
-        pieces = []
-        while size > 0 and (count := self._next_count(size)):
-            piece = self.stream.read(count)
-            self._advance(len(piece), count)
-            pieces.append(piece)
-            size -= len(piece)
-        return b"".join(pieces)
-
-    def readinto(self, buffer):
-        view, filled = memoryview(buffer).cast("B"), 0
-        while filled < len(view) and (count := self._next_count(len(view) - filled)):
-            got = self.stream.readinto(view[filled:filled + count])
-            self._advance(got, count)
-            filled += got
-        return filled
-
-    def close(self):
-        self.finished = True
-        self.stream.close()
-        self.connection.close()
-
-    def _next_count(self, wanted):
-        """How many bytes the next read from the connection may take; 0 at the end."""
-        if self.chunked and self.remaining == 0 and not self.finished:
-            self._start_chunk()
-        if self.finished:
-            return 0
-        return wanted if self.remaining is None else min(wanted, self.remaining)
-
-    def _advance(self, got, asked):
-        """Count ``got`` bytes read of ``asked``; fewer means the connection closed."""
-        if got < asked:
-            self.close()
-            if self.remaining is not None:
-                raise IncompleteBody(f"{self.where} closed the connection before the end "
-                                     "of the body")
-        elif self.remaining is not None:
-            self.remaining -= got
-            if self.remaining == 0 and not self.chunked:
-                self.close()
-            elif self.remaining == 0:
-                # chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
-                end = self.stream.readline(3)
-                if end not in (b"\r\n", b"\n"):
-                    raise (ProtocolError if end else IncompleteBody)(
-                        f"{self.where} sent a chunk that does not end where its size says")
-
-    def _start_chunk(self):
-        """Read the next chunk's size line (RFC 9112 §7.1); after the last, the trailers."""
-        line = self.stream.readline(1024)
-        # "A recipient MUST ignore unrecognized chunk extensions" (after ";").
-        size = line.split(b";")[0].strip()
-        if not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size):
-            raise (ProtocolError if line else IncompleteBody)(
-                f"{self.where} sent an invalid chunk size line: {line[:40]!r}")
-        self.remaining = int(size, 16)
-        if self.remaining == 0:
-            # last-chunk, then trailer fields up to a blank line: none is needed.
-            for _ in header_lines(self.stream, self.where):
-                pass
-            self.close()
-
-
-class Headers:
-    """A message's header fields; a name is found whatever its case (RFC 9110 §5.1)."""
-
-    def __init__(self, fields):
-        self.fields = fields
-
-    def get_all(self, name):
-        return [value for field, value in self.fields if field.lower() == name.lower()]
-
-    def get(self, name, default=None):
-        values = self.get_all(name)
-        return values[0] if values else default
-
-
-def read_head(stream, where):
-    """Read a status line and header fields; return ``(status, reason, Headers)``."""
-    lines = header_lines(stream, where)
-    # status-line = HTTP-version SP status-code SP [ reason-phrase ]  (RFC 9112 §4)
-    status_line = next(lines, "")
-    match = STATUS_LINE.fullmatch(status_line)
-    if not match:
-        raise ProtocolError(f"{where} does not answer in HTTP/1.1: {status_line[:80]!r}")
-    fields = []
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if line[0] in " \t" and fields:
-            # A line that starts with a space continues the one before: "A user
-            # agent ... MUST replace each received obs-fold with one or more SP
-            # octets" (RFC 9112 §5.2).
-            (name, value), colon = fields.pop(), ":"
-            value += " " + line.lstrip(" \t")
-        # field-line = field-name ":" OWS field-value OWS  (RFC 9112 §5), and
-        # "Field values containing CR, LF, or NUL characters are invalid and
-        # dangerous" (RFC 9110 §5.5).
-        if not colon or not FIELD_NAME.fullmatch(name) or "\r" in value or "\0" in value:
-            raise ProtocolError(f"{where} sent an invalid header line: {line[:80]!r}")
-        fields.append((name, value.strip(" \t")))
-    return int(match[1]), match[2] or "", Headers(fields)
-
-
-def header_lines(stream, where):
-    """Yield the lines of a header section as text, up to the blank line that ends it.
-
-    One at a time, so that a first line that is not HTTP is refused at once.
-    A hostile server could send header lines forever: more than
-    ``HEADER_LIMIT`` bytes or ``HEADER_COUNT_LIMIT`` lines is refused.
-    """
-    budget = HEADER_LIMIT
-    for count in range(HEADER_COUNT_LIMIT + 2):  # a first line, the fields, a blank line
-        line = stream.readline(budget + 1)
-        if len(line) > budget:
-            break
-        if not line.endswith(b"\n"):
-            raise ConnectionError(f"{where} closed the connection " +
-                                  ("before the end of the headers" if count or line
-                                   else "without answering"))
-        budget -= len(line)
-        # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
-        # terminator and ignore any preceding CR."
-        line = line[:-1].removesuffix(b"\r")
-        if not line:
-            return
-        yield line.decode("latin-1")
-    raise ProtocolError(f"{where} sent more than {HEADER_LIMIT} bytes or "
-                        f"{HEADER_COUNT_LIMIT} lines of headers")
-
-
-class Proxy:
-    """A proxy the environment names: ``[http://][user:password@]host[:port]``."""
-
-    def __init__(self, text):
-        scheme, separator, rest = text.partition("://")
-        if not separator:
-            scheme, rest = "http", text
-        credentials, _, self.address = rest.split("/")[0].rpartition("@")
-        if scheme.lower() != "http":
-            raise host.EngineError(f"proxy {scheme}://{self.address}: minidocker talks to "
-                                   "proxies in plain http:// only")
-        self.host, self.port = split_authority(self.address, 80)
-        user, _, password = (percent_decode(part) for part in credentials.partition(":"))
-        self.authorization = basic_header((user, password)) if user and password else None
-
-
-def proxy_for(scheme, hostname, port):
-    """The :class:`Proxy` for a request to ``hostname:port``, or None.
-
-    Read as urllib reads them: ``https_proxy`` for https, ``http_proxy``
-    for http, lower case before upper case.  ``no_proxy`` lists the hosts
-    reached directly: ``*`` means all; an entry names a host and every
-    domain under it (``example.com`` and ``.example.com`` both match
-    ``a.example.com``), on any port or on the one it gives
-    (``example.com:5000``).
-    """
-    setting = environment_setting(f"{scheme}_proxy")
-    no_proxy = environment_setting("no_proxy").strip().lower()
-    if not setting or no_proxy == "*":
-        return None
-    names = {hostname, join_authority(hostname, port)}
-    for entry in no_proxy.split(","):
-        entry = entry.strip().lstrip(".")
-        if entry and any(name == entry or name.endswith("." + entry) for name in names):
-            return None
-    return Proxy(setting)
-
-
-def environment_setting(name):
-    """An environment variable spelt in lower case, else in upper case (urllib's order)."""
-    return os.environ[name] if name in os.environ else os.environ.get(name.upper(), "")
-
-
-# URLs: the few parts of RFC 3986 a registry client needs.
-
-def split_url(url):
-    """Split ``http(s)://host[:port]/path?query`` into ``(scheme, host, port, path?query)``."""
-    match = re.match(r"(?i)(https?)://([^/?#]*)([^#]*)", url)
-    if not match:
-        raise host.EngineError(f"not an http:// or https:// URL: {url!r}")
-    scheme = match[1].lower()
-    hostname, port = split_authority(match[2], DEFAULT_PORTS[scheme])
-    return scheme, hostname, port, "/" + match[3].removeprefix("/")
-
-
-def split_authority(authority, default_port=None):
-    """Split ``host[:port]`` (``[::1]:5000`` for IPv6) into the host name and the port."""
-    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::([0-9]{1,5}))?",
-                         authority)
-    if not match or (match[3] and not 0 < int(match[3]) < 65536):
-        raise host.EngineError(f"invalid host name or port: {authority!r}")
-    return (match[1] or match[2]).lower(), int(match[3]) if match[3] else default_port
-
-
-def join_authority(hostname, port, default_port=None):
-    """``host:port`` as a URL writes it; a scheme's default port is left out."""
-    shown = f"[{hostname}]" if ":" in hostname else hostname
-    return shown if port == default_port else f"{shown}:{port}"
-
-
-def resolve_url(base, location):
-    """The absolute URL a ``Location`` header means, read from ``base`` (RFC 3986 §5.2)."""
-    scheme, _, rest = base.partition("://")
-    authority, path = re.match(r"([^/?#]*)([^?#]*)", rest).groups()
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", location):
-        return location
-    if location.startswith("//"):
-        return f"{scheme}:{location}"
-    if location.startswith("/"):
-        return f"{scheme}://{authority}{location}"
-    if location.startswith("?"):
-        return f"{scheme}://{authority}{path}{location}"
-    return f"{scheme}://{authority}{path.rpartition('/')[0]}/{location}"
-
-
-def percent_encode(text):
-    """Escape all but letters, digits and ``-._~`` as ``%XX`` (RFC 3986 §2.3)."""
-    return re.sub(r"[^A-Za-z0-9._~-]",
-                  lambda match: "".join(f"%{byte:02X}" for byte in match[0].encode()), text)
-
-
-def percent_decode(text):
-    """Undo :func:`percent_encode` (in a proxy URL's user name and password)."""
-    return re.sub(rb"%([0-9A-Fa-f]{2})", lambda match: bytes.fromhex(match[1].decode()),
-                  text.encode()).decode(errors="replace")
-
+# -- one endpoint: the distribution API over http_client --------------------
 
 class RegistryUnreachable(host.EngineError):
     """The endpoint could not be used; another one (a mirror's origin) may."""
@@ -1174,11 +705,11 @@ class Client:
             url = f"{scheme}://{self.host}{self.base_path}/v2/"
             try:
                 response = self._send("GET", url)
-            except TLSFailed as error:
+            except http_client.TLSFailed as error:
                 last_error = error
                 host.narrate(4, f"GET {url}: TLS failed ({error.reason}); trying the next scheme")
                 continue
-            except (OSError, ProtocolError) as error:
+            except (OSError, http_client.ProtocolError) as error:
                 last_error = error
                 break
             self.scheme = scheme
@@ -1189,7 +720,7 @@ class Client:
                 raise self.unreachable(f"GET {url} answered {response.status}")
             return
         raise self.unreachable(f"cannot reach the registry at {self.host}: "
-                               f"{describe_error(last_error)}")
+                               f"{http_client.describe_error(last_error)}")
 
     def unreachable(self, message):
         return RegistryUnreachable(message)
@@ -1219,8 +750,9 @@ class Client:
         if self.credentials:
             parameters["account"] = self.credentials[0]
         url = self.challenge["realm"] + "?" + "&".join(
-            f"{name}={percent_encode(value)}" for name, value in parameters.items())
-        headers = {"Authorization": basic_header(self.credentials)} if self.credentials else {}
+            f"{name}={http_client.percent_encode(value)}" for name, value in parameters.items())
+        headers = {"Authorization": http_client.basic_header(self.credentials)} \
+            if self.credentials else {}
         host.narrate(4, f"ask the token server for {scope or 'a login token'}, "
                         + ("with the stored credentials" if self.credentials else "anonymously"))
         response = self._send_with_retries("GET", url, headers)
@@ -1247,7 +779,7 @@ class Client:
         if self.challenge["scheme"] == "bearer":
             headers["Authorization"] = f"Bearer {self.token_for(scope)}"
         elif self.challenge["scheme"] == "basic" and self.credentials:
-            headers["Authorization"] = basic_header(self.credentials)
+            headers["Authorization"] = http_client.basic_header(self.credentials)
 
     def request(self, method, path, *, scope, headers=None, data=None, ok=(200,)):
         """Send one authorised request; return the response if its status is in ``ok``.
@@ -1289,10 +821,11 @@ class Client:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 response = self._send(method, url, headers, body)
-            except (OSError, ProtocolError) as error:
+            except (OSError, http_client.ProtocolError) as error:
                 if attempt == ATTEMPTS or not is_transient(error):
-                    raise host.EngineError(f"{method} {url}: {describe_error(error)}")
-                host.narrate(4, f"    {describe_error(error)}; retrying ({attempt}/{ATTEMPTS})")
+                    raise host.EngineError(f"{method} {url}: {http_client.describe_error(error)}")
+                host.narrate(4, f"    {http_client.describe_error(error)}; "
+                                f"retrying ({attempt}/{ATTEMPTS})")
             else:
                 if response.status not in RETRY_STATUSES or attempt == ATTEMPTS:
                     return response
@@ -1306,7 +839,7 @@ class Client:
         shown = url.split("?")[0] if "/token" not in url else url
         accept = headers.get("Accept")
         host.narrate(4, f"{method} {shown}" + (f"  Accept: {accept}" if accept else ""))
-        response = send(method, url, headers, body, self.tls_context)
+        response = http_client.send(method, url, headers, body, self.tls_context)
         details = []
         for name in ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Location"):
             value = response.headers.get(name)
@@ -1413,9 +946,9 @@ class Client:
         location = response.headers.get("Location")
         if not location:
             raise host.EngineError(f"{self.host} gave no upload location")
-        location = resolve_url(f"{self.scheme}://{self.host}/", location)
+        location = http_client.resolve_url(f"{self.scheme}://{self.host}/", location)
         separator = "&" if "?" in location else "?"
-        url = f"{location}{separator}digest={percent_encode(descriptor['digest'])}"
+        url = f"{location}{separator}digest={http_client.percent_encode(descriptor['digest'])}"
         with open(path, "rb") as blob:
             data = blob.read()
         response = self.request("PUT", url, scope=scope, data=data, ok=(201, 204),
@@ -1465,10 +998,10 @@ class BlobReader:
         size = min(room, CHUNK if size is None or size < 0 else size)
         try:
             chunk = self.response.read(size)
-        except (IncompleteBody, ConnectionError, TimeoutError) as error:
+        except (http_client.IncompleteBody, ConnectionError, TimeoutError) as error:
             raise ShortBlob(f"blob {self.expected_digest}: truncated, the connection broke "
                             f"after {self.done} of {self.expected_size} bytes "
-                            f"({describe_error(error)})")
+                            f"({http_client.describe_error(error)})")
         if not chunk:
             if self.done < self.expected_size:
                 raise ShortBlob(f"blob {self.expected_digest}: truncated, got {self.done} of "
@@ -1522,13 +1055,6 @@ def parse_challenge(header):
     return challenge
 
 
-def basic_header(credentials):
-    import base64
-
-    user, password = credentials
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 def is_transient(error):
     """Say whether a failed request might succeed if sent again.
 
@@ -1536,20 +1062,10 @@ def is_transient(error):
     resolve, a failed TLS handshake, a proxy that says no, or an answer that
     is not HTTP will not.
     """
-    if isinstance(error, (ConnectionRefusedError, socket.gaierror, TLSFailed, ProxyFailed,
-                          ProtocolError)):
+    if isinstance(error, (ConnectionRefusedError, socket.gaierror, http_client.TLSFailed,
+                          http_client.ProxyFailed, http_client.ProtocolError)):
         return False
     return isinstance(error, OSError)
-
-
-def describe_error(error):
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve the host name ({error.strerror})"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
 
 
 def error_text(body):

@@ -26,7 +26,7 @@ CHAPTER_OF = {
     "namespace": 1,
     "cgroup": 2,
     "rootfs": 3,
-    "image": 4, "registry": 4,
+    "image": 4, "registry": 4, "http_client": 4,
     "network": 5,
     "logs": 6, "volume": 6,
     "commit": 7,

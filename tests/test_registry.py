@@ -804,24 +804,24 @@ def test_no_proxy_entries_bypass_the_proxy(engine, relay, registry):
 
 
 def test_proxy_settings_are_read_as_urllib_reads_them(monkeypatch):
-    from minidocker import host, registry
+    from minidocker import host, http_client
 
     for name in ("http_proxy", "https_proxy", "no_proxy",
                  "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    assert registry.proxy_for("https", "example.com", 443) is None
+    assert http_client.proxy_for("https", "example.com", 443) is None
     monkeypatch.setenv("HTTPS_PROXY", "http://nobody@127.0.0.1:1")
     monkeypatch.setenv("https_proxy", "http://user:p%40ss@127.0.0.1:3128/")
     monkeypatch.setenv("HTTP_PROXY", "127.0.0.1:8080")
-    proxy = registry.proxy_for("https", "example.com", 443)
+    proxy = http_client.proxy_for("https", "example.com", 443)
     assert (proxy.host, proxy.port) == ("127.0.0.1", 3128)
-    assert proxy.authorization == registry.basic_header(("user", "p@ss"))
-    proxy = registry.proxy_for("http", "example.com", 80)
+    assert proxy.authorization == http_client.basic_header(("user", "p@ss"))
+    proxy = http_client.proxy_for("http", "example.com", 80)
     assert (proxy.host, proxy.port, proxy.authorization) == ("127.0.0.1", 8080, None)
 
     def proxied(hostname, port=443, no_proxy=""):
         monkeypatch.setenv("no_proxy", no_proxy)
-        return registry.proxy_for("https", hostname, port) is not None
+        return http_client.proxy_for("https", hostname, port) is not None
 
     assert proxied("example.com")
     assert not proxied("example.com", no_proxy="*")
@@ -836,10 +836,10 @@ def test_proxy_settings_are_read_as_urllib_reads_them(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "example.com")
     assert proxied("example.com", no_proxy="")           # lower case first, even empty
     monkeypatch.delenv("no_proxy")
-    assert registry.proxy_for("https", "example.com", 443) is None
+    assert http_client.proxy_for("https", "example.com", 443) is None
     monkeypatch.setenv("https_proxy", "https://127.0.0.1:3128")
     with pytest.raises(host.EngineError, match="plain http:// only"):
-        registry.proxy_for("https", "elsewhere.org", 443)
+        http_client.proxy_for("https", "elsewhere.org", 443)
 
 
 # -- the HTTP client: what a server may send ------------------------------------------
@@ -887,12 +887,12 @@ class CannedServer(LoopbackServer):
 
 def canned(answer, method="GET", headers=None, body=None, hold=False):
     """Send one request to a :class:`CannedServer` answering ``answer``; return the response."""
-    from minidocker import registry
+    from minidocker import http_client
 
     server = CannedServer(answer, hold=hold)
     try:
-        return registry.send(method, f"http://{server.address}/v2/", headers or {}, body,
-                             tls_context=None)
+        return http_client.send(method, f"http://{server.address}/v2/", headers or {}, body,
+                                tls_context=None)
     finally:
         server.stop()
 
@@ -911,9 +911,9 @@ def canned(answer, method="GET", headers=None, body=None, hold=False):
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", False, "transfer coding"),
 ])
 def test_a_head_that_is_not_http_is_refused_at_once(answer, hold, expected):
-    from minidocker import registry
+    from minidocker import http_client
 
-    with pytest.raises(registry.ProtocolError, match=expected):
+    with pytest.raises(http_client.ProtocolError, match=expected):
         canned(answer, hold=hold)
 
 
@@ -928,10 +928,10 @@ def test_a_head_that_is_not_http_is_refused_at_once(answer, hold, expected):
      "closed the connection before the end of the body"),
 ])
 def test_a_body_that_breaks_its_framing_is_refused(answer, error, expected):
-    from minidocker import registry
+    from minidocker import http_client
 
     response = canned(answer, hold=error == "ProtocolError")
-    with pytest.raises(getattr(registry, error), match=expected):
+    with pytest.raises(getattr(http_client, error), match=expected):
         response.read()
 
 
@@ -965,15 +965,15 @@ def test_bodies_end_where_rfc_9112_says():
 def test_a_body_read_whole_has_a_limit():
     # A token or an error is read whole; a server that sends without end
     # (here 5 MiB with no length, then it closes) is stopped at 4 MiB.
-    from minidocker import registry
+    from minidocker import http_client
 
     response = canned(b"HTTP/1.1 401 Unauthorized\r\n\r\n" + b"x" * (5 << 20))
-    with pytest.raises(registry.ProtocolError, match="larger than 4194304 bytes"):
+    with pytest.raises(http_client.ProtocolError, match="larger than 4194304 bytes"):
         response.read()
 
 
 def test_redirects_drop_the_authorization_header():
-    from minidocker import registry
+    from minidocker import http_client
 
     storage = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nblob")
     try:
@@ -984,7 +984,7 @@ def test_redirects_drop_the_authorization_header():
                       "Content-Length: 0\r\n\r\n").encode()
             registry_server = CannedServer(answer)
             try:
-                response = registry.send(
+                response = http_client.send(
                     method, f"http://{registry_server.address}/v2/x/blobs/sha256:0",
                     {"Authorization": "Bearer secret", "Content-Type": "text/plain"},
                     b"data" if method != "GET" else None, tls_context=None)
@@ -1003,23 +1003,23 @@ def test_redirects_drop_the_authorization_header():
 
 
 def test_line_breaks_in_what_we_send_are_refused_before_sending():
-    from minidocker import host, registry
+    from minidocker import host, http_client
 
     server = CannedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     try:
         for path, headers in (("/v2/", {"X-Token": "a\r\nInjected: yes"}),
                               ("/v2/ HTTP/1.1\r\nInjected: yes\r\nX:", {})):
             with pytest.raises(host.EngineError, match="control character"):
-                registry.send("GET", f"http://{server.address}{path}", headers, None, None)
+                http_client.send("GET", f"http://{server.address}{path}", headers, None, None)
         assert server.requests == []
     finally:
         server.stop()
 
 
 def test_a_server_that_says_nothing_times_out(monkeypatch):
-    from minidocker import registry
+    from minidocker import http_client
 
-    monkeypatch.setattr(registry, "TIMEOUT", 0.5)
+    monkeypatch.setattr(http_client, "TIMEOUT", 0.5)
     with pytest.raises(TimeoutError):
         canned(b"", hold=True)
 

@@ -32,6 +32,7 @@ MODULE_ORDER = (
     ("rootfs", "chapter 3"),
     ("image", "chapter 4"),
     ("registry", "chapter 4"),
+    ("http_client", "chapter 4"),
     ("network", "chapter 5"),
     ("logs", "chapter 6"),
     ("volume", "chapter 6"),
