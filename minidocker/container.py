@@ -619,11 +619,9 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running, clie
             os.close(descriptor)
         relay.log.close()
         _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
         oom_killed = group.oom_killed()
         group.destroy()
-        exit_code = finish(container, exit_code=code if code >= 0 else 128 - code,
-                           oom_killed=oom_killed)
+        exit_code = finish(container, exit_code=_exit_code(status), oom_killed=oom_killed)
         return exit_code
     finally:
         # Last, once a --rm container is gone too: an attached ``run -it``
@@ -980,15 +978,43 @@ def read_colon_file(root, path):
 def start_detached(container, terminal_size=None, client_coming=False):
     """Start the container under a monitor of its own; return once it runs.
 
-    The monitor is a child that leaves the command's session (setsid), so
-    closing the user's terminal does not end it, and points its own
-    streams at /dev/null.  It tells the command line through a pipe when
-    PID 1 is running, or why it failed.  With ``client_coming`` the
-    command line attaches next (``run -it``, see :func:`start`).
+    The monitor is a background child (:func:`_run_in_background`): it
+    outlives the command line, and tells it when PID 1 is running, or why
+    it failed.  With ``client_coming`` the command line attaches next
+    (``run -it``, see :func:`start`).
+    """
+    def monitor(report_running):
+        def running():
+            report_running()
+            if not client_coming:
+                # Docker's run -d returns as the container starts; the
+                # trace of the rest would reach a terminal that has moved on.
+                host.end_trace()
+
+        code = start(container, attach=False, terminal_size=terminal_size,
+                     on_running=running, client_coming=client_coming)
+        host.end_trace()  # its reader, the command line of run -it, has ended too
+        return restart_while_the_policy_says(container, code)
+
+    _run_in_background("md-monitor", monitor,
+                       "the container's monitor ended before the container started")
+
+
+def _run_in_background(name, work, ended_early):
+    """Run ``work(running)`` in a child that outlives the command line.
+
+    The child leaves the command's session (setsid), so closing the user's
+    terminal does not end it, points its own streams at /dev/null, lets go
+    of the descriptors the command line inherited, and calls itself
+    ``name`` in ``ps``.  ``work`` calls ``running()`` once what it started
+    runs; the command line returns then.  If ``work`` fails first, its
+    :class:`~minidocker.host.EngineError` is raised here, in the command
+    line; ``ended_early`` says what happened if the child ended without a
+    word.  The child's exit status is what ``work`` returns.
     """
     ready_read, ready_write = os.pipe()
-    monitor = os.fork()
-    if monitor == 0:
+    child = os.fork()
+    if child == 0:
         os.close(ready_read)
         os.setsid()
         null = os.open("/dev/null", os.O_RDWR)
@@ -996,21 +1022,10 @@ def start_detached(container, terminal_size=None, client_coming=False):
             os.dup2(null, descriptor)
         os.close(null)
         _close_inherited_descriptors()
-        _write_comm("md-monitor")
-
-        def running():
-            _report(ready_write, "ok")
-            if not client_coming:
-                # Docker's run -d returns as the container starts; the
-                # trace of the rest would reach a terminal that has moved on.
-                host.end_trace()
-
+        _write_comm(name)
         code = 125
         try:
-            code = start(container, attach=False, terminal_size=terminal_size,
-                         on_running=running, client_coming=client_coming)
-            host.end_trace()  # its reader, the command line of run -it, has ended too
-            code = restart_while_the_policy_says(container, code)
+            code = work(lambda: _report(ready_write, "ok"))
         except host.EngineError as error:
             _report(ready_write, f"{error.exit_code}\t{error}")
         finally:
@@ -1019,10 +1034,10 @@ def start_detached(container, terminal_size=None, client_coming=False):
     answer = _read_all(ready_read).decode(errors="replace")
     if answer.startswith("ok"):
         return
-    os.waitpid(monitor, 0)
+    os.waitpid(child, 0)
     code, _, message = answer.partition("\t")
     if not message:
-        raise host.EngineError("the container's monitor ended before the container started")
+        raise host.EngineError(ended_early)
     raise host.EngineError(message, exit_code=int(code))
 
 
@@ -1376,24 +1391,24 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
                                exit_code=126)
     rootfs.find_command(root, argv[0], environment.get("PATH", DEFAULT_PATH))
     terminal = rootfs.open_terminal(root, terminal_size or (24, 80)) if tty else None
-    error_read, error_write = os.pipe()
-    rootfs.sealed_tools()  # held by this process until the child has passed them
-    child = namespace.fork_into_pid_namespace(of=pid)
-    if child == 0:
-        os.close(error_read)
-        _exec_process(container, argv, environment, rootfs.inside_path(root, inside_workdir),
-                      (uid, gid, groups), terminal, interactive, detach, error_write)
-    os.close(error_write)
-    if terminal:
-        os.close(terminal[1])
-    failure = _read_all(error_read)
-    if failure:
-        os.waitpid(child, 0)
-        code, _, message = failure.decode(errors="replace").partition("\t")
-        raise host.EngineError(message, exit_code=int(code))
+    process = (container, argv, environment, rootfs.inside_path(root, inside_workdir),
+               (uid, gid, groups), terminal, interactive, detach)
     if detach:
-        _wait_until_past_sealed_tools(child)
+        # Docker's shim stays the parent of an exec'd process and reaps it
+        # when it ends.  Here a small waiter on the host does: left to the
+        # container's PID 1, the reaper of orphans in its PID namespace, an
+        # ended process would stay a zombie as long as a PID 1 that never
+        # waits (sleep, most servers) runs.
+        def waiter(running):
+            child = _fork_exec(*process)  # its sealed tools stay here as long as it runs
+            _wait_until_past_sealed_tools(child)
+            running()
+            host.end_trace()
+            return _exit_code(os.waitpid(child, 0)[1])
+
+        _run_in_background("md-exec", waiter, "exec's waiter ended before the command started")
         return 0
+    child = _fork_exec(*process)
     if terminal:
         relay = logs.Relay(None, {terminal[0]: "stdout"}, container_input=terminal[0],
                            terminal=terminal[0])
@@ -1402,17 +1417,14 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
             relay.run()
         relay.close()
         os.close(terminal[0])
-    _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code
+    return _exit_code(os.waitpid(child, 0)[1])
 
 
 def _wait_until_past_sealed_tools(child, timeout=10.0):
     """Wait until ``child`` runs the user's command, not one of our sealed tools.
 
-    Its ``setpriv`` execs ``nsenter`` through this process's
-    ``/proc/PID/fd``, so ``exec -d`` may return only once that has
-    happened.
+    ``exec -d`` returns once the command runs, as Docker's does; until
+    then the child is ``setpriv`` or ``nsenter``, run from memfds.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1421,9 +1433,36 @@ def _wait_until_past_sealed_tools(child, timeout=10.0):
                 return
         except OSError:
             return  # it has ended already
-        if os.waitpid(child, os.WNOHANG) != (0, 0):
-            return
         time.sleep(0.001)
+
+
+def _fork_exec(container, argv, environment, workdir, ids, terminal, interactive, detach):
+    """Fork the process that joins the container and runs ``argv``; return its PID.
+
+    If it fails before the command starts, its reason is raised here.
+    """
+    error_read, error_write = os.pipe()
+    rootfs.sealed_tools()  # held by this process until the child has passed them
+    child = namespace.fork_into_pid_namespace(of=container.state["Pid"])
+    if child == 0:
+        os.close(error_read)
+        _exec_process(container, argv, environment, workdir, ids, terminal, interactive, detach,
+                      error_write)
+    os.close(error_write)
+    if terminal:
+        os.close(terminal[1])
+    failure = _read_all(error_read)
+    if failure:
+        os.waitpid(child, 0)
+        code, _, message = failure.decode(errors="replace").partition("\t")
+        raise host.EngineError(message, exit_code=int(code))
+    return child
+
+
+def _exit_code(status):
+    """The exit code a shell would show for a wait status: 128+N after signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
 
 
 def _exec_process(container, argv, environment, workdir, ids, terminal, interactive, detach,

@@ -382,6 +382,47 @@ def test_exec_exit_status_user_workdir_env_and_stdin(busybox):
     assert wait_for(lambda: busybox.run("exec", "box", "cat", "/tmp/detached").stdout == "made\n")
 
 
+def test_exec_d_leaves_no_zombie_under_a_pid_1_that_never_waits(busybox):
+    # sleep, as PID 1, never calls wait(2): a process that exec -d left to
+    # it would stay a zombie until the container ends (or, if the command
+    # line's caller is a child subreaper, a host process would become the
+    # parent of a container process).  Docker's shim stays the parent of
+    # its exec'd processes and reaps them; minidocker's waiter must too.
+    busybox.ok("run", "-d", "--name", "sleeper", "busybox", "sleep", "100")
+    pid = state(busybox, "sleeper")["Pid"]
+    script = "sleep 1; echo done > /tmp/mark"
+    busybox.ok("exec", "-d", "sleeper", "sh", "-c", script)
+    [command] = [entry for entry in os.listdir("/proc")   # exec -d returns once it runs
+                 if entry.isdigit() and _command_line(entry) == f"sh -c {script}"]
+    waiter = _stat_fields(command)[1]
+    assert _comm(waiter) == "md-exec"
+    assert wait_for(lambda: busybox.run("exec", "sleeper", "cat", "/tmp/mark").stdout == "done\n")
+    assert wait_for(lambda: _comm(waiter) != "md-exec")   # it reaped the command and ended
+
+    def children_of_pid_1():  # an orphan is reparented to PID 1; a zombie one stays listed
+        return [(entry, fields[0]) for entry in os.listdir("/proc") if entry.isdigit()
+                for fields in [_stat_fields(entry)] if fields and fields[1] == str(pid)]
+
+    assert wait_for(lambda: children_of_pid_1() == []), children_of_pid_1()
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name: state, parent, ..."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def test_exec_it_gives_a_terminal(busybox):
     busybox.ok("run", "-d", "--name", "plain", "busybox", "sleep", "100")
     session = Session(busybox.command("exec", "-it", "plain", "sh"), busybox.environment(),
