@@ -280,6 +280,9 @@ def main(argv=None):
     if arguments.trace or arguments.step:
         host.enable_trace(step=arguments.step)
     if not getattr(arguments, "handler", None):
+        # A group named without its command (``minidocker image``) shows its own help.
+        while parser.commands and getattr(arguments, parser.commands.dest) in parser.commands.parsers:
+            parser = parser.commands.parsers[getattr(arguments, parser.commands.dest)]
         parser.print_help()
         return 0
     if os.geteuid() != 0:

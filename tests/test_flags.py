@@ -145,6 +145,10 @@ def test_help_lists_usage_options_and_commands():
                          capture_output=True, text=True)
     assert top.returncode == 0 and "Commands:" in top.stdout
     assert any(line.split()[:1] == ["pull"] for line in top.stdout.splitlines())
+    group = subprocess.run([sys.executable, "-m", "minidocker", "image"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert group.returncode == 0
+    assert group.stdout.splitlines()[0] == "Usage:  minidocker image COMMAND"
 
 
 def test_a_later_definition_of_an_option_replaces_the_earlier_one():
