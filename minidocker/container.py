@@ -542,18 +542,25 @@ def start(container, attach=True, terminal_size=None, on_running=None, client_co
     ``client_coming`` the output waits for the first ``attach`` client
     (``run -it``: the command line attaches as soon as it hears "running").
     """
-    # The group exists, limits written, before PID 1 does: PID 1 joins it
-    # first thing, so nothing the user runs is ever outside it.  A group
-    # of the same name can only be a leftover of a monitor that was killed.
     group = container_cgroup(container)
-    group.destroy()
-    for warning in group.create(cgroup.Limits.from_host_config(container.config["HostConfig"])):
-        print(f"WARNING: {warning}", file=sys.stderr)
     try:
         return _start_and_monitor(container, group, attach, terminal_size, on_running,
                                   client_coming)
     finally:
         group.destroy()
+
+
+def _make_group(container, group):
+    """Make the container's cgroup with its limits (chapter 2).
+
+    The monitor does this while PID 1 builds its root; PID 1 joins the
+    group after "go", before it runs anything of the user's, so nothing
+    the user runs is ever outside it.  A group of the same name can only
+    be a leftover of a monitor that was killed.
+    """
+    group.destroy()
+    for warning in group.create(cgroup.Limits.from_host_config(container.config["HostConfig"])):
+        print(f"WARNING: {warning}", file=sys.stderr)
 
 
 def _start_and_monitor(container, group, attach, terminal_size, on_running, client_coming):
@@ -580,10 +587,13 @@ def _start_and_monitor(container, group, attach, terminal_size, on_running, clie
     container.save_state(MonitorPid=os.getpid(), MonitorStartTicks=process_start_ticks(os.getpid()),
                          Pid=pid, PidStartTicks=process_start_ticks(pid))
     try:
+        # PID 1 unshares and builds its root meanwhile, on the other CPU.
+        _make_group(container, group)
         unrecorded_settings = _plug_network(container, pid, handshake)
     except BaseException as error:
         # PID 1 ends by itself, never told to go; if it failed first (its
         # root, its command), its own reason is the one to report.
+        handshake.close()
         failure = _read_all(error_read)
         os.waitpid(pid, 0)
         if failure:
@@ -839,11 +849,8 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
     try:
         restore_default_signals()
         config = container.config
-        # Join before unsharing the cgroup namespace, whose root is the
-        # group the process is in at that moment (cgroup_namespaces(7)).
-        container_cgroup(container).join()
         host_network = config["HostConfig"].get("NetworkMode") == "host"
-        namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net", "cgroup")
+        namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net")
                            if kind in namespace.available()
                            and not (kind == "net" and host_network)])
         namespace.set_hostname(config["Config"]["Hostname"])
@@ -869,6 +876,12 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         if handshake.recv(1) != b"g":
             os._exit(125)  # the monitor failed, and reports why itself
         handshake.close()
+        # The monitor has made the group meanwhile.  Join it before
+        # unsharing the cgroup namespace, whose root is the group the
+        # process is in at that moment (cgroup_namespaces(7)).
+        container_cgroup(container).join()
+        if "cgroup" in namespace.available():
+            namespace.unshare(["cgroup"])
         settings = {} if _network_holds_nothing(container) else \
             refresh(container).state.get("NetworkSettings") or {}
         if settings.get("IPAddress"):
