@@ -998,6 +998,38 @@ def parse_arguments(argv):
     return arguments
 
 
+def remove_work_directory(workdir, timeout=30.0):
+    """Remove the work directory once no process works in it; return what is left.
+
+    When a podman container ends, conmon starts ``podman container
+    cleanup``, which may still run after ``podman rm`` has returned; run
+    after the removal, it makes podman's directories under the work
+    directory again.  So the removal waits until no process names the work
+    directory on its command line (conmon and podman do, through --root).
+    """
+    deadline = time.monotonic() + timeout
+    while processes_naming(workdir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    unmount_under(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return [workdir] if os.path.exists(workdir) else []
+
+
+def processes_naming(path):
+    """The PIDs of the processes (other than this one) whose command line holds ``path``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if path.encode() in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            pass  # it ended meanwhile
+    return found
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if os.geteuid() != 0:
@@ -1021,9 +1053,7 @@ def main(argv=None):
         finally:
             bench.close()
     finally:
-        unmount_under(workdir)
-        shutil.rmtree(workdir, ignore_errors=True)
-        left = state.restore()
+        left = remove_work_directory(workdir) + state.restore()
         for thing in left:
             print(f"bench: could not remove {thing}", file=sys.stderr)
     about = machine(workdir)
