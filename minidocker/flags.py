@@ -44,7 +44,7 @@ class Namespace:
         self.__dict__.update(values)
 
     def __repr__(self):
-        return f"Namespace({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+        return f"Namespace({', '.join(f'{name}={value!r}' for name, value in vars(self).items())})"
 
 
 class Argument:
@@ -60,7 +60,7 @@ class Argument:
             long_names = [name for name in names if name.startswith("--")]
             dest = (long_names or names)[0].lstrip("-").replace("-", "_") if names else None
         self.dest = dest
-        self.default = default
+        self.default = False if action == "store_true" and default is None else default
         self.help = help
         self.metavar = metavar or (dest.upper() if names else dest)
         self.nargs = nargs
@@ -98,10 +98,14 @@ class Parser:
         self.commands = None        # a Commands, when this parser has subcommands
         if add_help:
             self.add_argument("-h", "--help", action="help", help="show this help and exit")
-        for parent in parents:
-            for argument in parent.arguments:
-                self._add(argument)
-            self.defaults.update(parent.defaults)
+        if parents:
+            import copy
+
+            for parent in parents:
+                for argument in parent.arguments:
+                    # A copy: redefining an option here must not change it there.
+                    self._add(copy.copy(argument))
+                self.defaults.update(parent.defaults)
 
     # -- describing ------------------------------------------------------
 

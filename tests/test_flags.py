@@ -69,6 +69,7 @@ def test_repeated_options_collect_and_defaults_are_not_shared():
     first = parse("run", "-e", "A=1", "busybox")
     second = parse("run", "busybox")
     assert first["env"] == ["A=1"] and second["env"] == []
+    assert second["tty"] is False and second["detach"] is False   # a switch not given is off
 
 
 def test_numbers_and_a_lone_dash_are_values():
@@ -157,3 +158,14 @@ def test_a_later_definition_of_an_option_replaces_the_earlier_one():
     parser.add_argument("-t", "--tag", action="append", default=[])
     parsed = vars(parser.parse_args(["-t", "x", "--time", "3"]))
     assert parsed == {"time": 3, "tag": ["x"]}
+
+
+def test_redefining_a_lent_option_leaves_the_parent_as_it_was():
+    parent = flags.Parser(prog="images", add_help=False)
+    parent.add_argument("-q", "--quiet", action="store_true")
+    child = flags.Parser(prog="image ls", add_help=False, parents=[parent])
+    child.add_argument("-q", "--quick", action="store_true")
+    assert vars(child.parse_args(["-q"])) == {"quiet": False, "quick": True}
+    assert vars(child.parse_args(["--quiet"])) == {"quiet": True, "quick": False}
+    assert vars(parent.parse_args(["-q"])) == {"quiet": True}
+    assert parent.options[0].names == ["-q", "--quiet"]
