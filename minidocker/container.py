@@ -850,9 +850,9 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         restore_default_signals()
         config = container.config
         host_network = config["HostConfig"].get("NetworkMode") == "host"
+        kernel_has = namespace.available()
         namespace.unshare([kind for kind in ("mnt", "uts", "ipc", "net")
-                           if kind in namespace.available()
-                           and not (kind == "net" and host_network)])
+                           if kind in kernel_has and not (kind == "net" and host_network)])
         namespace.set_hostname(config["Config"]["Hostname"])
         if not host_network:
             bring_loopback_up()
@@ -880,7 +880,7 @@ def _container_process(container, error_pipe, streams, terminal_socket, terminal
         # unsharing the cgroup namespace, whose root is the group the
         # process is in at that moment (cgroup_namespaces(7)).
         container_cgroup(container).join()
-        if "cgroup" in namespace.available():
+        if "cgroup" in kernel_has:
             namespace.unshare(["cgroup"])
         settings = {} if _network_holds_nothing(container) else \
             refresh(container).state.get("NetworkSettings") or {}
