@@ -589,15 +589,29 @@ def settings():
 
 
 def registry_mirrors():
-    """The mirrors for Docker Hub, environment first, as base URLs."""
+    """The mirrors for Docker Hub, environment first, as ``(scheme, host[:port], path)``.
+
+    A mirror comes from a setting, so it is checked as any input is: an
+    http:// or https:// URL with a host name (or address) and a valid
+    port, maybe a path, and no query or fragment, as Docker asks.
+    """
     listed = [m for m in os.environ.get("MINIDOCKER_REGISTRY_MIRRORS", "").split(",") if m.strip()]
     listed += settings().get("registry-mirrors", [])
     mirrors = []
     for mirror in listed:
-        mirror = mirror.strip().rstrip("/")
-        if not re.match(r"^https?://", mirror):
-            raise host.EngineError(f"registry mirror {mirror!r} must start with http:// or https://")
-        mirrors.append(mirror)
+        text = str(mirror).strip()
+        if not re.match(r"^https?://", text):
+            raise host.EngineError(f"registry mirror {text!r} must start with http:// or https://")
+        scheme, _, rest = text.rstrip("/").partition("://")
+        address, slash, path = rest.partition("/")
+        if "?" in rest or "#" in rest:
+            raise host.EngineError(f"registry mirror {text!r}: a query or fragment at the end "
+                                   "of the URL is not allowed")
+        try:
+            http_client.split_authority(address)
+        except host.EngineError:
+            raise host.EngineError(f"registry mirror {text!r}: invalid host name or port") from None
+        mirrors.append((scheme, address, slash + path))
     return mirrors
 
 
@@ -619,12 +633,10 @@ def clients_for(domain, mirrors_first):
     clients = []
     if domain == DOCKER_HUB:
         if mirrors_first:
-            for mirror in registry_mirrors():
-                scheme, _, rest = mirror.partition("://")
-                address, slash, path = rest.partition("/")
+            for scheme, address, path in registry_mirrors():
                 clients.append(Client(DOCKER_HUB, address, schemes=[scheme],
                                       verify=scheme == "https" and not is_insecure(address),
-                                      base_path=slash + path, mirror=True))
+                                      base_path=path, mirror=True))
         clients.append(Client(DOCKER_HUB, DOCKER_HUB_HOST, schemes=["https"], verify=True))
     elif is_insecure(domain):
         # Docker's rule for insecure registries: HTTPS first without

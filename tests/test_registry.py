@@ -202,6 +202,24 @@ def test_docker_hub_names_go_to_the_mirror_from_daemon_json(engine, registry):
     assert "registry-1.docker.io" not in result.stderr
 
 
+@pytest.mark.parametrize("mirror,message", [
+    ("ftp://127.0.0.1:5000", "registry mirror 'ftp://127.0.0.1:5000' must start with http://"),
+    ("http://", "registry mirror 'http://': invalid host name or port"),
+    ("http://:5000", "registry mirror 'http://:5000': invalid host name or port"),
+    ("http://a b:5000", "registry mirror 'http://a b:5000': invalid host name or port"),
+    ("http://127.0.0.1:99999", "registry mirror 'http://127.0.0.1:99999': invalid host name"),
+    ("http://user@127.0.0.1:5000", "invalid host name or port"),
+    ("http://127.0.0.1:5000/v?x=1", "a query or fragment at the end of the URL is not allowed"),
+])
+def test_a_bad_mirror_setting_is_one_line_and_nothing_is_contacted(engine, mirror, message):
+    # Refused before any request: neither the mirror nor Docker Hub is tried.
+    result = engine.run("--trace", "pull", "busybox", env={"MINIDOCKER_REGISTRY_MIRRORS": mirror})
+    assert result.returncode == 125, result
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("[ch")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert " GET " not in result.stderr and "CONNECT" not in result.stderr
+
+
 def test_trace_shows_every_step_of_the_handshake(engine, registry):
     result = engine.run("--trace", "pull", f"{registry.address}/test/busybox:oci")
     assert result.returncode == 0, result.stderr
