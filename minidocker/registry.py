@@ -581,11 +581,18 @@ def settings():
     path = os.path.join(host.engine_root(), "daemon.json")
     try:
         with open(path) as handle:
-            return json.load(handle)
+            document = json.load(handle)
     except FileNotFoundError:
         return {}
     except ValueError as error:
         raise host.EngineError(f"{path} is not valid JSON: {error}")
+    if not isinstance(document, dict):
+        raise host.EngineError(f"{path} must hold a JSON object")
+    for key in ("registry-mirrors", "insecure-registries"):
+        value = document.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+            raise host.EngineError(f"{path}: {key} must be a list of strings")
+    return document
 
 
 def registry_mirrors():

@@ -220,6 +220,21 @@ def test_a_bad_mirror_setting_is_one_line_and_nothing_is_contacted(engine, mirro
     assert " GET " not in result.stderr and "CONNECT" not in result.stderr
 
 
+@pytest.mark.parametrize("document,message", [
+    ('["http://127.0.0.1:5000"]', "must hold a JSON object"),
+    ('{"registry-mirrors": "http://127.0.0.1:5000"}', "registry-mirrors must be a list of strings"),
+    ('{"insecure-registries": [5000]}', "insecure-registries must be a list of strings"),
+    ('{"registry-mirrors": [', "is not valid JSON"),
+])
+def test_a_bad_daemon_json_is_one_line(engine, document, message):
+    os.makedirs(engine.root, exist_ok=True)
+    with open(os.path.join(engine.root, "daemon.json"), "w") as handle:
+        handle.write(document)
+    result = engine.run("pull", "busybox")
+    assert result.returncode == 125, result
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
 def test_trace_shows_every_step_of_the_handshake(engine, registry):
     result = engine.run("--trace", "pull", f"{registry.address}/test/busybox:oci")
     assert result.returncode == 0, result.stderr
