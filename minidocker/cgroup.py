@@ -40,12 +40,9 @@ A container's group is called ``minidocker/ID`` below the root of every
 hierarchy, as Docker's ``cgroupfs`` driver uses ``docker/ID``.
 """
 
-import collections
 import errno
-import functools
 import os
-import re
-import signal
+import _signal  # not signal, nor re or functools: see host.py
 import stat
 import time
 
@@ -230,6 +227,8 @@ def parse_bytes(text):
     Docker's rule (``units.RAMInBytes``): a number, an optional unit
     b/k/m/g/t/p (powers of 1024, any case), an optional ``i`` and ``b``.
     """
+    import re
+
     match = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", text.strip(), re.IGNORECASE)
     if not match:
         raise host.EngineError(f"invalid size: {text!r}")
@@ -247,6 +246,8 @@ def parse_memory_swap(text):
 
 def parse_cpu_list(text):
     """Turn a kernel CPU list such as ``0-2,4`` into a set of numbers."""
+    import re
+
     cpus = set()
     for part in text.strip().split(","):
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part.strip())
@@ -420,16 +421,25 @@ class Cgroup:
 
 def _kill(pid):
     try:
-        host.call(CHAPTER, f"kill -KILL {pid}", os.kill, pid, signal.SIGKILL)
+        host.call(CHAPTER, f"kill -KILL {pid}", os.kill, pid, _signal.SIGKILL)
     except ProcessLookupError:
         pass  # it exited on its own between the read and the kill: what we wanted
 
 
 # -- the host's cgroup filesystems ---------------------------------------
 
-#: One mounted cgroup filesystem: its version (1 or 2), where it is
-#: mounted, and the controllers it holds.
-Hierarchy = collections.namedtuple("Hierarchy", "version mount_point controllers")
+class Hierarchy:
+    """One mounted cgroup filesystem, as :func:`find_hierarchies` found it.
+
+    ``version`` is 1 or 2, ``mount_point`` where it is mounted, and
+    ``controllers`` the set of controllers it holds.
+    """
+
+    def __init__(self, version, mount_point, controllers):
+        self.version, self.mount_point, self.controllers = version, mount_point, controllers
+
+    def __repr__(self):
+        return f"Hierarchy({self.version}, {self.mount_point!r}, {sorted(self.controllers)})"
 
 
 def find_hierarchies(mountinfo="/proc/self/mountinfo"):
@@ -480,19 +490,34 @@ def _kernel_controllers():
 
 def _unescape(path):
     # mountinfo writes space, tab, newline and backslash as octal escapes.
+    if "\\" not in path:
+        return path
+    import re
+
     return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), path)
 
 
-@functools.cache
+_driver = None
+
+
 def host_driver():
-    """Choose the driver for this host: v1 if any controller is mounted as v1."""
+    """Choose the driver for this host: v1 if any controller is mounted as v1.
+
+    The choice is made once per process: the host's cgroup filesystems do
+    not change under a running engine.
+    """
+    global _driver
+    if _driver is not None:
+        return _driver
     hierarchies = find_hierarchies()
     v1 = [hierarchy for hierarchy in hierarchies if hierarchy.version == 1 and hierarchy.controllers]
     unified = [hierarchy for hierarchy in hierarchies if hierarchy.version == 2]
     if v1:
-        return V1Driver(v1)
+        _driver = V1Driver(v1)
+        return _driver
     if unified:
-        return V2Driver(unified[0])
+        _driver = V2Driver(unified[0])
+        return _driver
     raise host.EngineError(
         "no cgroup filesystem is mounted (see /proc/self/mountinfo); "
         "mount one with: mount -t cgroup2 none /sys/fs/cgroup")

@@ -8,7 +8,6 @@ invoked, 127 when it cannot be found.
 """
 
 import errno
-import json
 import os
 import sys
 import time
@@ -255,6 +254,13 @@ def run_and_exit():
     except BrokenPipeError:
         status = status or 1  # the reader went away; Python would say 120
     os._exit(status)
+
+
+def print_inspected(results):
+    """Print what an ``inspect`` found as Docker does: a JSON array indented by four."""
+    import json  # only here, not at the top: see host.py on the start path's imports
+
+    print(json.dumps(results, indent=4))
 
 
 def complain(message):
@@ -611,7 +617,7 @@ def command_inspect(arguments):
         except host.EngineError:
             complain(f"Error: No such object: {name}")
             status = 1
-    print(json.dumps(results, indent=4))
+    print_inspected(results)
     return status
 
 
@@ -1096,7 +1102,7 @@ def command_image_inspect(arguments):
             status = 1
             continue
         results.append(describe_image(store, found))
-    print(json.dumps(results, indent=4))
+    print_inspected(results)
     return status
 
 
@@ -1426,7 +1432,7 @@ def command_volume_inspect(arguments):
         except host.EngineError as error:
             complain(error)
             status = 1
-    print(json.dumps(results, indent=4))
+    print_inspected(results)
     return status
 
 
@@ -1686,7 +1692,7 @@ def command_network_inspect(arguments):
         except host.EngineError:
             complain(f"Error: No such network: {name}")
             status = 1
-    print(json.dumps(results, indent=4))
+    print_inspected(results)
     return status
 
 

@@ -19,12 +19,9 @@ process with that PID exists *and* started at the recorded time, since PIDs
 are reused.
 """
 
-import contextlib
-import json
 import os
-import re
-import signal
-import _socket  # not socket: see host.py
+import _signal  # not signal, nor json, re or contextlib: see host.py
+import _socket
 import struct
 import sys
 import time
@@ -32,15 +29,20 @@ import time
 from minidocker import cgroup, host, logs, namespace, network, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Patterns, not compiled ones: re.fullmatch compiles a pattern the first
-# time it is used and caches it, so a run with no --hostname or --user
-# never pays the half millisecond theirs cost.  Matched whole: Python's
-# "$" also matches before a trailing newline, which Go's (Docker's) does
-# not, and "web\n" is neither a name nor a hostname.
-NAME_PATTERN = r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+"
+# Patterns for the flags that need one, used (and ``re`` imported) only when
+# the flag is given.  Matched whole: Python's "$" also matches before a
+# trailing newline, which Go's (Docker's) does not, and "h\n" is no
+# hostname.  Names are checked by host.valid_name.
 HOSTNAME_PATTERN = (r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
                     r"(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*")
 USER_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?"
+
+
+def _matches(pattern, text):
+    """Say whether all of ``text`` matches the regular expression ``pattern``."""
+    import re
+
+    return re.fullmatch(pattern, text) is not None
 
 
 def containers_directory():
@@ -54,11 +56,9 @@ class Container:
 
     def __init__(self, directory):
         self.directory = directory
-        with open(os.path.join(directory, "config.json")) as handle:
-            self.config = json.load(handle)
+        self.config = host.read_json(os.path.join(directory, "config.json"))
         try:
-            with open(os.path.join(directory, "state.json")) as handle:
-                self.state = json.load(handle)
+            self.state = host.read_json(os.path.join(directory, "state.json"))
         except FileNotFoundError:
             self.state = new_state()
 
@@ -77,11 +77,11 @@ class Container:
     def save_state(self, **changes):
         self.state.update(changes)
         host.write_atomically(os.path.join(self.directory, "state.json"),
-                              json.dumps(self.state, indent=2), durable=False)
+                              host.dump_json(self.state), durable=False)
 
     def save_config(self):
         host.write_atomically(os.path.join(self.directory, "config.json"),
-                              json.dumps(self.config, indent=2))
+                              host.dump_json(self.config))
 
     def is_running(self):
         """Say whether PID 1 is alive: the PID exists and started when recorded."""
@@ -135,7 +135,7 @@ def all_containers():
             continue
         try:
             found.append(Container(os.path.join(directory, name)))
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             continue
     return sorted(found, key=lambda container: container.config["Created"])
 
@@ -173,12 +173,12 @@ def create(store, image_name, options, source=None):
         raise host.EngineError(
             f"the working directory '{workdir}' is invalid, it needs to be an absolute path")
     user = options.get("user") if options.get("user") is not None else image_config.get("User", "")
-    if user and not re.fullmatch(USER_PATTERN, user):
+    if user and not _matches(USER_PATTERN, user):
         raise host.EngineError(f"invalid user: {user!r}")
     mounts = [parse_volume(spec) for spec in options.get("volumes", [])]
     hostname = options.get("hostname")
     if hostname is not None and (len(hostname) > 253
-                                 or not re.fullmatch(HOSTNAME_PATTERN, hostname)):
+                                 or not _matches(HOSTNAME_PATTERN, hostname)):
         raise host.EngineError(f"invalid hostname format: {hostname}")
     networking = network.configuration(options, image_config)
     limits = resource_limits(options)
@@ -239,8 +239,8 @@ def create(store, image_name, options, source=None):
             check_name_is_free(name)
             name = name.lstrip("/")  # Docker's "/web" is "web"
             config["Name"] = "/" + name
-            host.write_atomically(os.path.join(draft, "config.json"), json.dumps(config, indent=2))
-            host.write_atomically(os.path.join(draft, "state.json"), json.dumps(new_state()))
+            host.write_atomically(os.path.join(draft, "config.json"), host.dump_json(config))
+            host.write_atomically(os.path.join(draft, "state.json"), host.dump_json(new_state()))
             os.rename(draft, os.path.join(directory, identifier))
             claim_name(name, identifier)
     except BaseException:
@@ -400,7 +400,7 @@ def parse_volume(spec):
         raise host.EngineError("invalid volume specification: a path contains a NUL byte")
     read_only = "ro" in flags
     if not source.startswith("/"):
-        if source and not re.fullmatch(NAME_PATTERN, source) or source.startswith("/"):
+        if source and not host.valid_name(source):
             raise host.EngineError(
                 f'create {source}: "{source}" includes invalid characters for a local volume '
                 'name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a '
@@ -417,20 +417,28 @@ def parse_volume(spec):
 
 # -- names: one small file each, so a new name is checked without reading every record
 
-@contextlib.contextmanager
-def names_locked():
+class names_locked(host.locked):
     """Hold the engine's names lock; the names directory is read and written under it.
 
     The first time (an engine root made before names had files), every
     existing container's name is written down.
     """
-    with host.locked(os.path.join(host.engine_root(), "names.lock")):
-        if not os.path.isdir(_names_directory()):
-            os.makedirs(_names_directory() + ".new", exist_ok=True)
-            for container in all_containers():
-                _write_name_file(_names_directory() + ".new", container.name, container.id)
-            os.rename(_names_directory() + ".new", _names_directory())
-        yield
+
+    def __init__(self):
+        super().__init__(os.path.join(host.engine_root(), "names.lock"))
+
+    def __enter__(self):
+        super().__enter__()
+        try:
+            if not os.path.isdir(_names_directory()):
+                os.makedirs(_names_directory() + ".new", exist_ok=True)
+                for container in all_containers():
+                    _write_name_file(_names_directory() + ".new", container.name, container.id)
+                os.rename(_names_directory() + ".new", _names_directory())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
 
 
 def _names_directory():
@@ -440,11 +448,11 @@ def _names_directory():
 def _name_file(name, directory=None):
     """The file that records ``name``: the name itself, in the names directory.
 
-    A checked name (NAME_PATTERN) without its leading "/" is one harmless
-    file name; anything else, "/etc/x" or "../x", would be a path out of
-    the directory, and is refused.
+    A valid name (:func:`~minidocker.host.valid_name`, without Docker's
+    leading "/") is one harmless file name; anything else, "/etc/x" or
+    "../x", would be a path out of the directory, and is refused.
     """
-    if name.startswith("/") or not re.fullmatch(NAME_PATTERN, name):
+    if not host.valid_name(name):
         raise host.EngineError(f"Invalid container name ({name}), only "
                                "[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return os.path.join(directory or _names_directory(), name)
@@ -468,9 +476,9 @@ def name_owner(name):
     except FileNotFoundError:
         return None
     try:
-        with open(os.path.join(containers_directory(), identifier, "config.json")) as handle:
-            current = json.load(handle)["Name"].lstrip("/")
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        config = host.read_json(os.path.join(containers_directory(), identifier, "config.json"))
+        current = config["Name"].lstrip("/")
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     return identifier if current == name else None
 
@@ -493,7 +501,7 @@ def release_name(name, identifier):
 
 
 def check_name_is_free(name):
-    if not re.fullmatch(NAME_PATTERN, name):
+    if not host.valid_name(name.removeprefix("/")):
         raise host.EngineError(
             f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     owner = name_owner(name.lstrip("/"))
@@ -671,52 +679,60 @@ def _make_relay(container, terminal_socket, streams, attach, client_coming=False
 ATTACH_SOCKET = "attach.sock"
 
 
-@contextlib.contextmanager
-def short_path(directory):
-    """Name ``directory`` by a short path, ``/proc/self/fd/N``.
+class short_path:
+    """Name ``directory`` by a short path, ``/proc/self/fd/N``, in a ``with`` block.
 
     unix(7): a socket's path may hold at most 108 bytes ("sun_path"), and
     a container directory under a long engine root is longer than that.
     The magic link of an open descriptor leads to the same directory.
     """
-    descriptor = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{descriptor}"
-    finally:
-        os.close(descriptor)
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def __enter__(self):
+        self.descriptor = os.open(self.directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.descriptor}"
+
+    def __exit__(self, *exception):
+        os.close(self.descriptor)
 
 
 #: Signals a monitor passes on to PID 1 (Docker's --sig-proxy), so that
 #: ctrl-c on a foreground run, or SIGTERM to a monitor, reach the command.
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-                     signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+                     _signal.SIGUSR1, _signal.SIGUSR2)
 
 
-@contextlib.contextmanager
-def _forwarded_signals(pid, resizable_relay=None):
-    """Pass signals the monitor receives on to PID 1 while it runs.
+class _forwarded_signals:
+    """Pass signals the monitor receives on to PID 1 while it runs (a ``with`` block).
 
     With a terminal attached, a resized window (SIGWINCH) resizes the
     container's terminal too.
     """
-    def forward(number, frame):
+
+    def __init__(self, pid, resizable_relay=None):
+        self.pid, self.resizable_relay = pid, resizable_relay
+
+    def forward(self, number, frame):
         try:
-            os.kill(pid, number)
+            os.kill(self.pid, number)
         except ProcessLookupError:
             pass
 
-    def resize(number, frame):
+    def resize(self, number, frame):
         size = os.get_terminal_size(0)
-        resizable_relay.resize(size.lines, size.columns)
+        self.resizable_relay.resize(size.lines, size.columns)
 
-    previous = {number: signal.signal(number, forward) for number in FORWARDED_SIGNALS}
-    if resizable_relay is not None and os.isatty(0):
-        previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, resize)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    def __enter__(self):
+        self.previous = {number: _signal.signal(number, self.forward)
+                         for number in FORWARDED_SIGNALS}
+        if self.resizable_relay is not None and os.isatty(0):
+            self.previous[_signal.SIGWINCH] = _signal.signal(_signal.SIGWINCH, self.resize)
+
+    def __exit__(self, *exception):
+        for number, handler in self.previous.items():
+            _signal.signal(number, handler)
 
 
 def _plug_network(container, pid, handshake):
@@ -932,8 +948,8 @@ def restore_default_signals():
     are reset to the default; the dispositions of ignored signals are left
     unchanged."  Left ignored, ``yes | head`` in a container would never end.
     """
-    for number in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED_SIGNALS):
-        signal.signal(number, signal.SIG_DFL)
+    for number in (_signal.SIGPIPE, _signal.SIGXFSZ, *FORWARDED_SIGNALS):
+        _signal.signal(number, _signal.SIG_DFL)
 
 
 def bring_loopback_up():
@@ -1090,11 +1106,13 @@ def _write_comm(name):
 
 # -- stopping and removing ---------------------------------------------------
 
-def kill(container, signal_number=signal.SIGKILL):
+def kill(container, signal_number=_signal.SIGKILL):
     """Send a signal to the container's PID 1."""
     if not container.is_running():
         raise host.EngineError(f"Cannot kill container: {container.id}: "
                                f"container {container.id} is not running", exit_code=1)
+    import signal
+
     host.call(1, f"kill({container.state['Pid']}, {signal.Signals(signal_number).name})",
               os.kill, container.state["Pid"], signal_number)
 
@@ -1125,7 +1143,7 @@ def remove(container, force=False, volumes=False):
             raise host.EngineError(
                 f"cannot remove container \"/{container.name}\": container is running: "
                 "stop the container before removing or force remove")
-        os.kill(container.state["Pid"], signal.SIGKILL)
+        os.kill(container.state["Pid"], _signal.SIGKILL)
         deadline = time.monotonic() + 10
         while container.is_running() and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -1182,8 +1200,7 @@ STOP_REQUESTED = "stop-requested"
 def refresh(container):
     """Read the container's state again: another process may have changed it."""
     try:
-        with open(os.path.join(container.directory, "state.json")) as handle:
-            container.state = json.load(handle)
+        container.state = host.read_json(os.path.join(container.directory, "state.json"))
     except FileNotFoundError:  # removed meanwhile (--rm): it has ended
         container.state = dict(container.state, Status="removed", Running=False)
     return container
@@ -1208,9 +1225,9 @@ def stop(container, timeout=10):
     containers take exactly ten seconds to stop.
     """
     request_stop(container)
-    if container.is_running() and not _signal_and_wait(container, signal.SIGTERM, timeout):
+    if container.is_running() and not _signal_and_wait(container, _signal.SIGTERM, timeout):
         host.narrate(6, f"{container.id[:12]} ignored SIGTERM for {timeout}s: SIGKILL")
-        _signal_and_wait(container, signal.SIGKILL, 30)
+        _signal_and_wait(container, _signal.SIGKILL, 30)
     # The monitor records the end (or, restarting, sees the request and gives up).
     wait_for_monitor(container)
     settle_abandoned(container)
@@ -1355,8 +1372,10 @@ def rename(container, new_name):
         container.save_config()
         claim_name(container.name, container.id)
         if old_name != container.name:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(_name_file(old_name))
+            except FileNotFoundError:
+                pass
 
 
 def prune():

@@ -11,18 +11,33 @@ one place has two uses:
   machine?" has exactly one file to read.
 
 The module also holds the few helpers every other module shares: the engine
-root, the engine's error type, atomic state files and file locks.
+root, the engine's error type, atomic state files, JSON, file locks and the
+rule for names.
 
-A note on sockets.  ``import socket`` costs about 4 ms, most of it spent
-building enum classes (AddressFamily, SocketKind, ...) that make its
-constants print nicely, and every ``run`` would pay it.  Its C core,
-``_socket``, makes the same socket objects and has the same functions
-(socket(2), socketpair(2), sethostname(2), inet_aton(3)), so the code that
-starts a container uses ``_socket``; commands that talk to a registry or
-attach to a monitor use ``socket`` as usual.
+A note on the imports of the start path.  Every ``run`` pays for what its
+modules import, before the container does anything, and on the reference
+machine a few everyday modules cost more than the engine's own work:
+
+* ``import socket`` costs about 4 ms, most of it spent building enum
+  classes (AddressFamily, SocketKind, ...) that make its constants print
+  nicely.  Its C core, ``_socket``, makes the same socket objects and has
+  the same functions (socket(2), socketpair(2), sethostname(2),
+  inet_aton(3)).  ``signal`` and ``_signal`` are the same story.
+* ``import json`` imports ``re`` (and with it ``enum``, ``functools`` and
+  ``collections``) and compiles six regular expressions: about 10 ms.  Its
+  C core, ``_json``, does the real parsing and writing for ``json`` too;
+  :func:`load_json` and :func:`dump_json` call it directly.
+* ``contextlib`` brings ``functools`` and ``collections`` along (3 ms), so
+  the context managers on the start path are classes.
+
+So the code that starts a container uses the C cores, checks names with
+string methods rather than regular expressions, and imports ``re``,
+``json``, ``signal`` or ``socket`` only inside the functions that need
+them (a ``--hostname`` to check, ``inspect`` output to indent, a registry
+to talk to).  ``tests/test_foundation.py`` checks that ``run`` keeps it so.
 """
 
-import contextlib
+import _json
 import fcntl
 import os
 import sys
@@ -313,8 +328,7 @@ def write_atomically(path, data, durable=True):
     os.rename(temporary, path)
 
 
-@contextlib.contextmanager
-def locked(path):
+class locked:
     """Hold an exclusive ``fcntl`` lock on ``path`` for a ``with`` block.
 
     Shared allocations (names, addresses, ports, tags) are read and changed
@@ -322,9 +336,97 @@ def locked(path):
     kernel drops the lock if the holder dies, so a killed CLI cannot wedge
     the engine.
     """
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __init__(self, path):
+        self.path = path
+        self.descriptor = None
+
+    def __enter__(self):
+        self.descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.descriptor, fcntl.LOCK_EX)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exception):
+        os.close(self.descriptor)
+        self.descriptor = None
+
+
+# -- JSON, through json's C core (see the note at the top) -----------------
+
+class _Decoding:
+    """The settings ``_json``'s scanner reads, as ``json.loads`` sets them by default."""
+
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"),
+                      "-Infinity": float("-inf")}.__getitem__
+
+
+def _not_json(value):
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_scan_json = _json.make_scanner(_Decoding)
+#: Arguments: circular-reference markers (none), the fallback for unknown
+#: types, the string encoder, indent (unsupported), the separators, sort
+#: keys, skip keys whose type JSON lacks, allow NaN.  With these, the
+#: output is byte for byte ``json.dumps(value)`` and, sorted and without
+#: spaces, ``json.dumps(value, sort_keys=True, separators=(",", ":"))``.
+_encode_json = _json.make_encoder(None, _not_json, _json.encode_basestring_ascii, None,
+                                  ": ", ", ", False, False, True)
+_encode_canonical_json = _json.make_encoder(None, _not_json, _json.encode_basestring_ascii,
+                                            None, ":", ",", True, False, True)
+_JSON_SPACE = " \t\n\r"
+
+
+def load_json(text):
+    """Parse a JSON document (``str`` or UTF-8 ``bytes``), as ``json.loads`` does.
+
+    A document that is not JSON raises ``ValueError`` (``json.JSONDecodeError``
+    is one) naming the place.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode()
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
+        value, end = _scan_json(text, start)
+    except StopIteration as stop:
+        raise ValueError(f"not JSON: expecting a value at character {stop.value}") from None
+    if text[end:].strip(_JSON_SPACE):
+        raise ValueError(f"not JSON: extra data at character {end}")
+    return value
+
+
+def read_json(path):
+    """Parse the JSON file at ``path``."""
+    with open(path, "rb") as handle:
+        return load_json(handle.read())
+
+
+def dump_json(value, canonical=False):
+    """Return ``value`` as one line of JSON text (ASCII, as ``json.dumps``).
+
+    ``canonical``: keys sorted and no spaces, the form whose SHA-256 names
+    an image's config and manifest.  Engine state is written on one line
+    too, as Docker writes its ``config.v2.json``; ``python3 -m json.tool
+    FILE`` shows one indented.
+    """
+    return "".join((_encode_canonical_json if canonical else _encode_json)(value, 0))
+
+
+# -- names -----------------------------------------------------------------
+
+def valid_name(name):
+    """Say whether ``name`` is a valid container or volume name.
+
+    Docker's rule for both (``[a-zA-Z0-9][a-zA-Z0-9_.-]+``, matched whole):
+    ASCII letters and digits, then at least one more of those or ``_.-``.
+    A valid name is also one harmless file name, never a path.
+    """
+    return (len(name) >= 2 and name.isascii() and name[0].isalnum()
+            and all(character.isalnum() or character in "_.-" for character in name))

@@ -22,13 +22,10 @@ character device 0/0 and an opaque directory (``.wh..wh..opq``) carries the
 ``trusted.overlay.opaque`` attribute: the format overlayfs reads directly.
 """
 
-import contextlib
 import errno
 import io
 import itertools
-import json
 import os
-import re
 import stat
 import sys
 
@@ -52,13 +49,86 @@ OPAQUE_MARKER = ".wh..wh..opq"
 
 # -- names ---------------------------------------------------------------
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
-# Matched whole (fullmatch): Python's "$" also matches before a trailing
-# newline, which Go's (Docker's) does not, and "evil\n" is no name.
-_REFERENCE = re.compile(
-    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
-    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?")
+_LOWER_ALPHANUMERIC = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_ALPHANUMERIC = _LOWER_ALPHANUMERIC | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_HEXADECIMAL = frozenset("0123456789abcdef")
+_IPV6_CHARACTERS = frozenset("0123456789abcdefABCDEF:")
+
+
+def split_reference(text):
+    """Split an image reference into ``(domain, path, tag, digest)``, or None.
+
+    The grammar is Docker's (distribution/reference); each rule is one of
+    the functions below it::
+
+        reference      := name [ ":" tag ] [ "@" digest ]
+        name           := [ domain "/" ] path-component [ "/" path-component ]*
+        domain         := host [ ":" port ]
+        path-component := runs of [a-z0-9], each two joined by ".", "_", "__" or "-"s
+        tag            := [A-Za-z0-9_] [A-Za-z0-9_.-]{0,127}
+        digest         := "sha256:" 64 lowercase hexadecimal digits
+
+    A first component that may be a host is read as the domain; whether
+    it really is one is :meth:`Reference.parse`'s decision.  Anything
+    outside the grammar (a newline, an escape sequence, ``..``) is None.
+    """
+    name, at, digest = text.partition("@")
+    if at and not is_digest(digest):
+        return None
+    tag = None
+    if name.rfind(":") > name.rfind("/"):  # a colon before the last "/" is a port
+        name, _, tag = name.rpartition(":")
+        if not _is_tag(tag):
+            return None
+    domain, slash, path = name.partition("/")
+    if not (slash and _is_domain(domain)):
+        domain, path = None, name
+    if not all(map(_is_path_component, path.split("/"))):
+        return None
+    return domain, path, tag, digest or None
+
+
+def _is_path_component(text):
+    # Cut it into runs of letters and digits and the separators between them.
+    pieces = [(is_run, "".join(characters)) for is_run, characters
+              in itertools.groupby(text, _LOWER_ALPHANUMERIC.__contains__)]
+    return (bool(pieces) and pieces[0][0] and pieces[-1][0]
+            and all(is_run or piece in (".", "_", "__") or set(piece) == {"-"}
+                    for is_run, piece in pieces))
+
+
+def _is_domain(text):
+    # A host is DNS labels joined by dots, or an IPv6 address in brackets.
+    if text.startswith("["):
+        address, bracket, port = text[1:].partition("]")
+        host_is_valid = bool(bracket and address) and set(address) <= _IPV6_CHARACTERS
+    else:
+        name, colon, port = text.partition(":")
+        port = colon + port
+        host_is_valid = all(map(_is_label, name.split(".")))
+    return host_is_valid and (port == "" or port[:1] == ":" and port[1:].isdigit()
+                              and port[1:].isascii())
+
+
+def _is_label(text):
+    # Letters, digits and hyphens, neither first nor last a hyphen.
+    return (text[:1] in _ALPHANUMERIC and text[-1:] in _ALPHANUMERIC
+            and set(text) <= _ALPHANUMERIC | {"-"})
+
+
+def _is_tag(text):
+    return (0 < len(text) <= 128 and text[0] in _ALPHANUMERIC | {"_"}
+            and set(text) <= _ALPHANUMERIC | set("_.-"))
+
+
+def is_digest(text):
+    """Say whether ``text`` is a sha256 digest: ``sha256:`` and 64 lowercase hex digits."""
+    return text.startswith("sha256:") and is_hexadecimal(text[7:], 64)
+
+
+def is_hexadecimal(text, shortest, longest=None):
+    """Say whether ``text`` is lowercase hex digits, ``shortest`` to ``longest`` of them."""
+    return shortest <= len(text) <= (longest or shortest) and set(text) <= _HEXADECIMAL
 
 
 class Reference:
@@ -73,8 +143,8 @@ class Reference:
 
     @classmethod
     def parse(cls, text):
-        match = _REFERENCE.fullmatch(text or "")
-        if not match and _REFERENCE.fullmatch((text or "").lower()):
+        parts = split_reference(text or "")
+        if not parts and split_reference((text or "").lower()):
             # Docker's own wording: "repository name (library/Busybox) must be lowercase".
             name = text.split("@")[0]
             if name.rfind(":") > name.rfind("/"):
@@ -83,9 +153,9 @@ class Reference:
                 name = f"library/{name}"
             raise host.EngineError(f"invalid reference format: repository name ({name}) "
                                    "must be lowercase")
-        if not match or len(text) > 255:
+        if not parts or len(text) > 255:
             raise host.EngineError(f'invalid reference format: "{text}"')
-        domain, path = match["domain"], match["path"]
+        domain, path, tag, digest = parts
         if domain and not ("." in domain or ":" in domain or domain == "localhost"
                            or domain != domain.lower()):
             path, domain = f"{domain}/{path}", None
@@ -96,8 +166,8 @@ class Reference:
             domain = "docker.io"
         if domain == "docker.io" and "/" not in path:
             path = f"library/{path}"
-        tag = match["tag"] or (None if match["digest"] else "latest")
-        return cls(domain, path, tag, match["digest"])
+        tag = tag or (None if digest else "latest")
+        return cls(domain, path, tag, digest)
 
     @property
     def repository(self):
@@ -163,15 +233,15 @@ class Store:
         os.makedirs(self.layers, exist_ok=True)
         marker = os.path.join(self.layout, "oci-layout")
         if not os.path.exists(marker):
-            host.write_atomically(marker, json.dumps({"imageLayoutVersion": "1.0.0"}))
+            host.write_atomically(marker, host.dump_json({"imageLayoutVersion": "1.0.0"}))
             host.write_atomically(os.path.join(self.layout, "index.json"),
-                                  json.dumps({"schemaVersion": 2, "manifests": []}))
+                                  host.dump_json({"schemaVersion": 2, "manifests": []}))
 
     # blobs
 
     def blob_path(self, digest):
         algorithm, _, hexadecimal = digest.partition(":")
-        if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexadecimal):
+        if algorithm != "sha256" or not is_hexadecimal(hexadecimal, 64):
             raise host.EngineError(f"invalid digest {digest!r}")
         return os.path.join(self.blobs, hexadecimal)
 
@@ -183,7 +253,7 @@ class Store:
             return blob.read()
 
     def read_json(self, digest):
-        return json.loads(self.read_blob(digest))
+        return host.load_json(self.read_blob(digest))
 
     def put_blob(self, data, expected_digest=None):
         """Store bytes as a blob and return their digest.
@@ -243,19 +313,19 @@ class Store:
                     path = os.path.join(directory, name)
                     # Another command (or another layer's thread of this
                     # pull) may be removing the same leftover right now.
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         rootfs.remove_path(path)
+                    except FileNotFoundError:
+                        pass
 
     # the index
 
     def index(self):
         self.ensure()
-        with open(os.path.join(self.layout, "index.json")) as handle:
-            return json.load(handle)
+        return host.read_json(os.path.join(self.layout, "index.json"))
 
     def write_index(self, index):
-        host.write_atomically(os.path.join(self.layout, "index.json"),
-                              json.dumps(index, indent=2))
+        host.write_atomically(os.path.join(self.layout, "index.json"), host.dump_json(index))
 
     def tag(self, reference, manifest_digest, distributed=False):
         """Point ``reference`` at a stored manifest (replacing an older one).
@@ -280,7 +350,7 @@ class Store:
             if distributed:
                 annotations[DISTRIBUTED] = "true"
             index["manifests"].append({
-                "mediaType": json.loads(manifest).get("mediaType", MEDIA_MANIFEST),
+                "mediaType": host.load_json(manifest).get("mediaType", MEDIA_MANIFEST),
                 "digest": manifest_digest,
                 "size": len(manifest),
                 "annotations": annotations,
@@ -370,7 +440,7 @@ class Store:
         matches, with Docker's wording.
         """
         entries = self.images()
-        if re.fullmatch(r"(sha256:)?[0-9a-f]{4,64}", text):
+        if is_hexadecimal(text.removeprefix("sha256:"), 4, 64):
             wanted = text.removeprefix("sha256:")
             matches = {digest for _, digest in entries
                        if self.image(digest).id.removeprefix("sha256:").startswith(wanted)}
@@ -419,8 +489,10 @@ class Store:
                     self.install_layer(staging, diff_id)
                     self.sync_directories()
         finally:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(target + ".lock")
+            except FileNotFoundError:
+                pass
         return target
 
     def unpack_into_staging(self, blob, blob_digest, diff_id, media_type):
@@ -459,8 +531,10 @@ class Store:
                                        f"{stream.digest()[:19]}, not the diff id "
                                        f"{diff_id[:19]} its image config promised")
         except BaseException:
-            with contextlib.suppress(OSError):
+            try:
                 rootfs.remove_tree(staging)
+            except OSError:
+                pass
             raise
         return staging
 
@@ -819,7 +893,7 @@ def find_or_pull(store, text, policy="missing", progress_stream=None):
     for HTTPS, ssl take milliseconds that a ``run`` of a stored image
     should not pay).
     """
-    is_id = re.fullmatch(r"(sha256:)?[0-9a-f]{64}", text)
+    is_id = is_hexadecimal(text.removeprefix("sha256:"), 64)
     if policy != "always" or is_id:
         try:
             return store.lookup(text)
@@ -841,7 +915,7 @@ def find_or_pull(store, text, policy="missing", progress_stream=None):
 
 
 def canonical_json(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return host.dump_json(value, canonical=True).encode()
 
 
 def make_durable(path):
@@ -1363,10 +1437,10 @@ def save(store, names, output):
     host.narrate(4, f"save {len(entries)} image(s), {len(files)} blob(s) to {output}")
     with _open_output(output) as stream, tarfile.open(fileobj=stream, mode="w|",
                                                       format=tarfile.PAX_FORMAT) as archive:
-        _add_bytes(archive, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-        _add_bytes(archive, "index.json", json.dumps({"schemaVersion": 2,
-                                                      "manifests": index}).encode())
-        _add_bytes(archive, "manifest.json", json.dumps(entries).encode())
+        _add_bytes(archive, "oci-layout", host.dump_json({"imageLayoutVersion": "1.0.0"}).encode())
+        _add_bytes(archive, "index.json",
+                   host.dump_json({"schemaVersion": 2, "manifests": index}).encode())
+        _add_bytes(archive, "manifest.json", host.dump_json(entries).encode())
         for digest, source in files.items():
             if source[0] == "bytes":
                 _add_bytes(archive, _blob_name(digest), source[1])
@@ -1404,6 +1478,8 @@ def _uncompressed_size(store, blob_digest, media_type):
 
 def _open_output(output):
     if output in (None, "-"):
+        import contextlib
+
         return contextlib.nullcontext(sys.stdout.buffer)
     return open(output, "wb")
 
@@ -1518,9 +1594,9 @@ def _load_docker_archive(store, archive, members, added):
     import hashlib
 
     loaded = []
-    for entry in json.loads(_read_member(archive, members, "manifest.json")):
+    for entry in host.load_json(_read_member(archive, members, "manifest.json")):
         config_bytes = _read_member(archive, members, entry["Config"])
-        config = json.loads(config_bytes)
+        config = host.load_json(config_bytes)
         config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
         diff_ids = config.get("rootfs", {}).get("diff_ids", [])
         if len(diff_ids) != len(entry["Layers"]):
@@ -1555,7 +1631,7 @@ def _load_docker_archive(store, archive, members, added):
 
 def _load_oci_archive(store, archive, members, added):
     loaded = []
-    index = json.loads(_read_member(archive, members, "index.json"))
+    index = host.load_json(_read_member(archive, members, "index.json"))
     for descriptor in index.get("manifests", []):
         manifest_digest, manifest = _resolve_archive_manifest(archive, members, descriptor)
         for blob in [manifest["config"], *manifest["layers"]]:
@@ -1588,7 +1664,7 @@ def _resolve_archive_manifest(archive, members, descriptor):
         data = _read_member(archive, members, _blob_name(digest))
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise host.EngineError(f"blob {digest} in the archive does not match its digest")
-        document = json.loads(data)
+        document = host.load_json(data)
         if "manifests" not in document:
             return digest, document
         choices = document["manifests"]

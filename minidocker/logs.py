@@ -38,7 +38,6 @@ The module has three parts, in the order the data flows:
    :func:`follow` for ``logs``, and :func:`attach` for ``attach``.
 """
 
-import json
 import os
 import select
 import struct
@@ -165,7 +164,7 @@ def encode_entries(data, stream, time_text):
     if data.isascii() and len(data.translate(None, ESCAPED_IN_ASCII)) == len(data):
         return _entries(data, b"\n", head, tail)
     text = data.decode("utf-8", "surrogateescape")
-    escaped = json.dumps(text)[1:-1].replace("\\\\", "\0").encode("ascii")
+    escaped = host.dump_json(text)[1:-1].replace("\\\\", "\0").encode("ascii")
     return _entries(escaped, b"\\n", head, tail).replace(b"\0", b"\\\\")
 
 
@@ -616,12 +615,12 @@ def parse_lines(block, path="log"):
     if not block:
         return []
     try:
-        entries = json.loads(b"[" + block.replace(b"\n", b",") + b"]")
+        entries = host.load_json(b"[" + block.replace(b"\n", b",") + b"]")
     except ValueError:
         entries = []
         for number, line in enumerate(block.split(b"\n"), 1):
             try:
-                entries.append(json.loads(line))
+                entries.append(host.load_json(line))
             except ValueError:
                 raise host.EngineError(f"{path}: line {number} is not a json-file entry")
     return [(entry["stream"], entry["log"], entry["time"]) for entry in entries]

@@ -43,10 +43,8 @@ Everything in the host's tables lives in minidocker's own chains
 
 # ipaddress is imported by the functions that handle subnets: a container
 # with --network none never needs it, and importing it costs ~2.5 ms.
-import contextlib
-import json
 import os
-import _socket  # not socket, on the start path: see host.py
+import _socket  # not socket, nor json or contextlib, on the start path: see host.py
 import struct
 import sys
 
@@ -383,7 +381,7 @@ def _create_default_network():
     # newpath already exists", so exactly one record lands, without a lock.
     path = _record_path(DEFAULT_NETWORK)
     draft = f"{path}.new{os.getpid()}"
-    host.write_atomically(draft, json.dumps(_new_record(DEFAULT_NETWORK), indent=2))
+    host.write_atomically(draft, host.dump_json(_new_record(DEFAULT_NETWORK)))
     try:
         os.link(draft, path)
     except FileExistsError:
@@ -437,12 +435,11 @@ def _record_path(name):
 
 
 def _load_record(name):
-    with open(_record_path(name)) as handle:
-        return json.load(handle)
+    return host.read_json(_record_path(name))
 
 
 def _save_record(record):
-    host.write_atomically(_record_path(record["Name"]), json.dumps(record, indent=2))
+    host.write_atomically(_record_path(record["Name"]), host.dump_json(record))
 
 
 def _all_records():
@@ -870,14 +867,18 @@ def configure_eth0(address, prefix_length, gateway):
                   probe, SIOCADDRT, route)
 
 
-@contextlib.contextmanager
-def probe_socket():
-    """Any socket, for the netdevice(7) ioctls: it names the network namespace."""
-    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
-    try:
-        yield probe
-    finally:
-        probe.close()
+class probe_socket:
+    """Any socket, for the netdevice(7) ioctls: it names the network namespace.
+
+    Used as ``with probe_socket() as probe:``; the socket is closed after.
+    """
+
+    def __enter__(self):
+        self.probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        return self.probe
+
+    def __exit__(self, *exception):
+        self.probe.close()
 
 
 def set_link_up(probe, name):

@@ -380,7 +380,7 @@ def check_manifest(document, reference):
 def check_descriptor(descriptor, reference):
     if not isinstance(descriptor, dict) or not isinstance(descriptor.get("size"), int) \
             or descriptor["size"] < 0 \
-            or not re.fullmatch(r"sha256:[0-9a-f]{64}", str(descriptor.get("digest"))):
+            or not image.is_digest(str(descriptor.get("digest"))):
         raise host.EngineError(f"{reference}: the manifest has an invalid descriptor: "
                                f"{json.dumps(descriptor)[:200]}")
 
@@ -412,7 +412,7 @@ def check_config(config, document, wanted, reference):
                                f"{len(diff_ids or [])} diff ids for "
                                f"{len(document['layers'])} layers")
     for diff_id in diff_ids:
-        if not re.fullmatch(r"sha256:[0-9a-f]{64}", str(diff_id)):
+        if not image.is_digest(str(diff_id)):
             raise host.EngineError(f"{reference}: invalid diff id {diff_id!r}")
     found = Platform(config.get("os", ""), config.get("architecture", ""), config.get("variant"))
     if not found.matches(wanted):

@@ -24,7 +24,6 @@ order of :func:`build`.
 import errno
 import fcntl
 import os
-import re
 import stat
 import struct
 import termios
@@ -544,6 +543,8 @@ def parse_tmpfs(spec):
     if not path.startswith("/") or os.path.normpath(path) == "/":
         raise host.EngineError(f"invalid mount path for tmpfs: '{path}': "
                                "it must be an absolute path other than /")
+    import re  # only for --tmpfs: see host.py on the start path's imports
+
     options = ["noexec", "nosuid", "nodev"]
     for option in filter(None, given.split(",")):
         key, _, value = option.partition("=")

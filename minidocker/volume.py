@@ -20,13 +20,9 @@ Which containers refer to which volume is the container records'
 business, so that check is made by the caller.
 """
 
-import json
 import os
-import re
 
 from minidocker import host, rootfs
-
-NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")  # whole: fullmatch, as in container.py
 
 
 def volumes_directory():
@@ -38,8 +34,7 @@ class Volume:
 
     def __init__(self, directory):
         self.directory = directory
-        with open(os.path.join(directory, "volume.json")) as handle:
-            self.details = json.load(handle)
+        self.details = host.read_json(os.path.join(directory, "volume.json"))
 
     @property
     def name(self):
@@ -64,7 +59,7 @@ def create(name=None, anonymous=False, labels=None):
 
     Without a name, a new volume with a random 64-digit name is made.
     """
-    if name and not NAME_PATTERN.fullmatch(name):
+    if name and not host.valid_name(name):
         raise host.EngineError(
             f'create {name}: "{name}" includes invalid characters for a local volume name, '
             'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed')
@@ -83,13 +78,13 @@ def create(name=None, anonymous=False, labels=None):
         details = {"CreatedAt": logs.timestamp()[:19] + "Z", "Driver": "local",
                    "Labels": labels, "Name": name, "Options": {}, "Scope": "local"}
         host.narrate(6, f"create volume {name[:12]} at {directory}/_data")
-        host.write_atomically(os.path.join(directory, "volume.json"), json.dumps(details, indent=2))
+        host.write_atomically(os.path.join(directory, "volume.json"), host.dump_json(details))
     return Volume(directory)
 
 
 def find(name):
     """Return the volume ``name``, or None if there is none."""
-    if not NAME_PATTERN.fullmatch(name):  # never a path: "../containers" names no volume
+    if not host.valid_name(name):  # never a path: "../containers" names no volume
         return None
     directory = os.path.join(volumes_directory(), name)
     try:

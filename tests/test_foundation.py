@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import tarfile
-import textwrap
 import time
 
 import pytest
@@ -378,3 +377,29 @@ def test_hostname_files_sit_on_top_of_a_volume_over_etc(busybox, tmp_path):
                                            "head -c 4 /etc/passwd")
     assert output.split() == ["on-top", "2", "root"]
     assert (etc / "hosts").is_symlink() and os.readlink(etc / "hosts") == "/etc/shadow"
+
+
+# -- the start path ------------------------------------------------------------
+
+#: What ``run`` does without: modules whose import costs more than the work
+#: they would do there (host.py, "A note on the imports of the start path"),
+#: and the chapters a stored image does not need.
+NOT_ON_THE_START_PATH = {
+    "re", "json", "enum", "signal", "socket", "contextlib", "functools", "collections",
+    "subprocess", "threading", "ipaddress", "shlex", "shutil", "tarfile", "hashlib",
+    "minidocker.registry", "minidocker.http_client", "minidocker.commit",
+}
+
+
+def test_run_imports_none_of_the_modules_it_does_without(busybox):
+    result = subprocess.run(
+        busybox.command("run", "--rm", "--network", "none", "--pull", "never", "busybox",
+                        "echo", "ran"),
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+        env=busybox.environment({"PYTHONPROFILEIMPORTTIME": "1"}))
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+    # "import time: self [us] | cumulative | imported package", one line per import.
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "minidocker.container" in imported  # the lines were read right
+    assert imported & NOT_ON_THE_START_PATH == set()

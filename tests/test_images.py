@@ -523,3 +523,53 @@ def test_the_layer_gunzip_reads_what_gzip_writes_and_refuses_the_rest():
                           (whole[:10] + b"\xff" * 64 + whole[74:], ValueError)):
         with pytest.raises(error):
             inflate(broken)
+
+
+# -- the reference grammar -----------------------------------------------------
+
+# Docker's grammar (distribution/reference's regexp.go) as one regular
+# expression, with Go's meaning of \w (ASCII only).  minidocker parses
+# references without regular expressions (they are not worth their import on
+# the start path); this checks that it reads every text as this does.
+_GO_WORD = "[A-Za-z0-9_]"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_REFERENCE = re.compile(
+    rf"(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    rf"(?::(?P<tag>{_GO_WORD}[\w.-]{{0,127}}))?(?:@(?P<digest>sha256:[0-9a-f]{{64}}))?",
+    re.ASCII)
+
+REFERENCES = [
+    "busybox", "busybox:1.36", "library/busybox", "docker.io/library/busybox:latest",
+    "localhost/app", "localhost:5000/app:v1", "127.0.0.1:5000/a/b/c:t", "[::1]:5000/app",
+    "[::1]/app", "[fe80::1%eth0]/app", "[]/app", "example.com:/app", "example.com:5x/app",
+    "-example.com/app", "example-.com/app", "exa_mple.com/app", "Example.Com/app", "UPPER",
+    "app@sha256:" + "a" * 64, "app:tag@sha256:" + "0" * 64, "app@sha256:" + "A" * 64,
+    "app@sha256:" + "a" * 63, "app@", "app:", ":tag", "/app", "app/", "a//b", "a..b", "a.b",
+    "a_b", "a__b", "a___b", "a-b", "a--b", "a-_b", "a._b", "_a", "a_", "-a", "a-", ".a",
+    "a:b:c", "a:" + "t" * 128, "a:" + "t" * 129, "a:.t", "a:-t", "a:_t", "a:t.-_", "a:é",
+    "é", "busybox\n", "busybox\x1b[2J", "../../etc/passwd", "a/../b", "host:5000",
+    "host:5000/", "a b", "a\tb", "", "a:b/c", "a@b", "a@sha256:", "sha256:" + "0" * 64,
+]
+
+
+def _grammar_says(text):
+    match = _REFERENCE.fullmatch(text)
+    return match and (match["domain"], match["path"], match["tag"], match["digest"])
+
+
+@pytest.mark.ch4
+def test_the_reference_parser_reads_every_text_as_dockers_grammar_does():
+    import random
+
+    from minidocker import image
+
+    generator = random.Random(9)
+    alphabet = "ab0Z._-:/@[]"
+    texts = REFERENCES + ["".join(generator.choice(alphabet) for _ in range(generator.randint(1, 12)))
+                          for _ in range(20000)]
+    disagreements = [(text, image.split_reference(text), _grammar_says(text)) for text in texts
+                     if (image.split_reference(text) or None) != (_grammar_says(text) or None)]
+    assert disagreements == [], disagreements[:10]
+    assert sum(bool(_grammar_says(text)) for text in texts) > 500  # both kinds were tried
