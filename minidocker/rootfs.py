@@ -356,7 +356,7 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
     for device in devices:
         make_device_node(merged, device)
     if read_only:
-        host.run(["mount", "-o", "remount,bind,ro", merged], 3)
+        host.run(["mount", "--no-mtab", "-o", "remount,bind,ro", merged], 3)
     pty_master = open_terminal(merged, tty_size) if tty_size else None
     return merged, workdir_path, pty_master
 
@@ -396,9 +396,12 @@ def mount_all(fstab):
     already (paths inside the container's root come from
     :func:`resolve`, which follows no link out of it), so it asks for
     ``--no-canonicalize``; the kernel resolves the same paths in mount(2)
-    either way.
+    either way.  And ``--no-mtab`` ("Mount without writing in /etc/mtab"):
+    otherwise libmount writes the container's mounts down in
+    ``/run/mount/utab``, a file of the host's that has no business knowing
+    them.
     """
-    host.run(["mount", "--all", "--no-canonicalize", "--fstab", fstab], 3)
+    host.run(["mount", "--all", "--no-mtab", "--no-canonicalize", "--fstab", fstab], 3)
 
 
 def mount_root(directory, layers, driver):
@@ -658,10 +661,11 @@ def switch_root(merged):
     After the move the caller's working directory is the container's root,
     but its root directory is still the host's: host tools can still run
     for the last steps, and the chroot in :func:`exec_command` finishes the
-    switch.
+    switch.  (``--no-mtab`` as in :func:`mount_all`: without it, the move
+    was written down in the host's ``/run/mount/utab``.)
     """
     os.chdir(merged)
-    host.run(["mount", "--move", "--no-canonicalize", ".", "/"], 3)
+    host.run(["mount", "--move", "--no-mtab", "--no-canonicalize", ".", "/"], 3)
 
 
 def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),

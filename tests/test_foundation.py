@@ -73,6 +73,10 @@ def test_host_shared_memory_is_invisible_inside(busybox):
 
 @pytest.mark.ch1
 def test_container_mounts_never_reach_the_host(busybox):
+    # Nor does word of them: libmount writes mounts down in the host's
+    # /run/mount/utab (replacing the file) unless asked not to.
+    utab = "/run/mount/utab"
+    before = os.stat(utab).st_ino if os.path.exists(utab) else None
     process = subprocess.Popen(busybox.command("run", "--rm", "busybox", "sh", "-c",
                                                "echo started; sleep 2"),
                                stdout=subprocess.PIPE, env=busybox.environment(), cwd=REPO)
@@ -83,6 +87,7 @@ def test_container_mounts_never_reach_the_host(busybox):
         assert busybox.root not in host_mounts
     finally:
         process.wait(timeout=30)
+    assert (os.stat(utab).st_ino if os.path.exists(utab) else None) == before
 
 
 @pytest.mark.ch1
