@@ -50,6 +50,7 @@ def build_parser(wanted=None):
                         help="with --trace, wait for Enter before each host action")
     parser.add_argument("--storage-driver", choices=("overlay", "vfs"),
                         help="how container filesystems are made (default: overlay if the kernel has it)")
+    parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser,
                                      only=None if wanted in ("image", "container") else wanted)
 
@@ -285,6 +286,11 @@ def main(argv=None):
         os.environ["MINIDOCKER_STORAGE_DRIVER"] = arguments.storage_driver
     if arguments.trace or arguments.step:
         host.enable_trace(step=arguments.step)
+    if arguments.version:
+        from minidocker import __version__
+
+        print(f"minidocker version {__version__}")  # Docker: "Docker version 24.0.7, build ..."
+        return 0
     if not getattr(arguments, "handler", None):
         # A group named without its command (``minidocker image``) shows its own help.
         while parser.commands and getattr(arguments, parser.commands.dest) in parser.commands.parsers:

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+import minidocker
 from minidocker import cli, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,6 +87,17 @@ def test_optional_positionals():
 def test_global_options_before_the_command():
     parsed = parse("--root", "/srv/engine", "--trace", "ps", "-a")
     assert parsed["root"] == "/srv/engine" and parsed["trace"] and parsed["all"]
+
+
+def test_version_before_a_command_and_volume_after_run():
+    # Docker's -v is --version before the command and --volume after run.
+    assert parse("-v")["version"] and parse("--version")["version"]
+    parsed = parse("run", "-v", "/a:/b", "busybox")
+    assert parsed["volumes"] == ["/a:/b"] and not parsed["version"]
+    result = subprocess.run([sys.executable, "-m", "minidocker", "--version"], cwd=REPO,
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    expected = f"minidocker version {minidocker.__version__}\n"
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected, "")
 
 
 def test_groups_reach_the_parsers_of_the_commands_they_name():
