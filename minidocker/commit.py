@@ -627,7 +627,7 @@ def exec_form(arguments):
     if not arguments.strip().startswith("["):
         return None
     try:
-        value = json.loads(arguments)
+        value = host.load_json(arguments)
     except ValueError:
         return None
     if isinstance(value, list) and all(isinstance(item, str) for item in value):

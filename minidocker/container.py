@@ -1558,15 +1558,16 @@ def materialize_volumes(mounts, image_config, layers):
     ``mounts`` is changed in place, so a caller that fails later knows
     which anonymous volumes to remove again.
     """
-    from minidocker import volume
-
     covered = {mount["Destination"] for mount in mounts}
     for destination in sorted(image_config.get("Volumes") or {}):
         if os.path.normpath(destination) not in covered:
             mounts.append(parse_volume(os.path.normpath(destination)))
-    for mount in mounts:
-        if mount["Type"] != "volume":
-            continue
+    wanted = [mount for mount in mounts if mount["Type"] == "volume"]
+    if not wanted:
+        return  # most runs have no volume, and need not load the module
+    from minidocker import volume
+
+    for mount in wanted:
         made = volume.create(mount["Name"], anonymous=not mount["Name"])
         mount["Name"], mount["Source"] = made.name, made.data
         volume.fill_from_image(made, layers, mount["Destination"])
@@ -1579,10 +1580,12 @@ def remove_anonymous_volumes(mounts):
     that failed after making its volumes.  Named volumes are never removed
     here: they outlive their containers.
     """
+    named = [mount["Name"] for mount in mounts if mount.get("Type") == "volume" and mount.get("Name")]
+    if not named:
+        return  # most runs have no volume, and need not load the module
     from minidocker import volume
 
-    for mount in mounts:
-        if mount.get("Type") == "volume" and mount.get("Name"):
-            found = volume.find(mount["Name"])
-            if found and found.anonymous and not volume_users(found.name):
-                volume.remove(found)
+    for name in named:
+        found = volume.find(name)
+        if found and found.anonymous and not volume_users(found.name):
+            volume.remove(found)

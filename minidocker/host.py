@@ -203,7 +203,10 @@ def run(argv, chapter, *, check=True, capture=False, input=None, env=None):
     With ``check`` a non-zero exit becomes an :class:`EngineError` carrying
     the tool's own complaint, so a failed ``mount`` reads as that.  The
     tool is started with ``posix_spawn(3)``, which needs none of the
-    ``subprocess`` module's machinery (and its ~9 ms of imports per run).
+    ``subprocess`` module's machinery (and its ~9 ms of imports per run),
+    in the C locale: the engine reads what tools say (a failure's first
+    line, ``iptables-save``), which must not depend on the user's language
+    (and a tool then loads no locale files).
     """
     narrate(chapter, " ".join(argv))
     stdin_read, stdin_write = os.pipe() if input is not None else (None, None)
@@ -215,7 +218,7 @@ def run(argv, chapter, *, check=True, capture=False, input=None, env=None):
                else (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                (os.POSIX_SPAWN_DUP2, stderr_write, 2)]
     try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ if env is None else env,
+        pid = os.posix_spawnp(argv[0], argv, dict(os.environ if env is None else env, LC_ALL="C"),
                               file_actions=actions)
     except FileNotFoundError:
         raise EngineError(f"the host tool {argv[0]!r} is not installed")

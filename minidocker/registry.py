@@ -44,7 +44,6 @@ Docker's ``/etc/docker/daemon.json``) or the environment:
 """
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -133,7 +132,7 @@ def _pull_from(client, reference, wanted, progress, store):
     added, unpacked = [], []
     try:
         config_bytes = client.get_small_blob(repository, document["config"])
-        config = json.loads(config_bytes)
+        config = host.load_json(config_bytes)
         check_config(config, document, wanted, reference)
         for layer in document["layers"]:
             check_layer_media_type(layer)
@@ -382,7 +381,7 @@ def check_descriptor(descriptor, reference):
             or descriptor["size"] < 0 \
             or not image.is_digest(str(descriptor.get("digest"))):
         raise host.EngineError(f"{reference}: the manifest has an invalid descriptor: "
-                               f"{json.dumps(descriptor)[:200]}")
+                               f"{host.dump_json(descriptor)[:200]}")
 
 
 def check_layer_media_type(descriptor):
@@ -488,7 +487,7 @@ def push(text, progress=None, store=None):
     progress.say(f"The push refers to repository [{reference.repository}]")
     scope = f"repository:{repository}:pull,push"
     manifest = store.read_blob(stored.digest)
-    document = json.loads(manifest)
+    document = host.load_json(manifest)
     for descriptor in [*reversed(document["layers"]), document["config"]]:
         identifier = short(descriptor["digest"])
         if client.has_blob(repository, descriptor["digest"], scope):
@@ -549,8 +548,7 @@ def credentials_path():
 
 def read_credentials():
     try:
-        with open(credentials_path()) as handle:
-            return json.load(handle)
+        return host.read_json(credentials_path())
     except FileNotFoundError:
         return {"auths": {}}
     except ValueError as error:
@@ -560,6 +558,8 @@ def read_credentials():
 def write_credentials(credentials):
     # write_atomically creates the file with mode 0600: passwords are in it.
     os.makedirs(host.engine_root(), exist_ok=True)
+    import json  # indented for people, as Docker writes its config.json
+
     host.write_atomically(credentials_path(), json.dumps(credentials, indent=2) + "\n")
 
 
@@ -580,8 +580,7 @@ def settings():
     """Read ``ENGINE_ROOT/daemon.json`` (missing means defaults)."""
     path = os.path.join(host.engine_root(), "daemon.json")
     try:
-        with open(path) as handle:
-            document = json.load(handle)
+        document = host.read_json(path)
     except FileNotFoundError:
         return {}
     except ValueError as error:
@@ -782,7 +781,7 @@ class Client:
         if response.status != 200:
             raise host.EngineError(f"token server {self.challenge['realm']} answered "
                                    f"{response.status}: {error_text(body)}")
-        answer = json.loads(body)
+        answer = host.load_json(body)
         token = answer.get("token") or answer.get("access_token")
         if not token:
             raise host.EngineError(f"token server {self.challenge['realm']} sent no token")
@@ -889,7 +888,7 @@ class Client:
             raise host.EngineError(f"manifest {repository}@{expected}: the registry sent "
                                    f"content with digest {digest}; refusing it")
         try:
-            document = json.loads(body)
+            document = host.load_json(body)
         except ValueError:
             raise host.EngineError(f"manifest {repository}:{reference} is not JSON")
         media_type = document.get("mediaType") or \
@@ -1090,7 +1089,7 @@ def is_transient(error):
 def error_text(body):
     """The message of a distribution API error body, else the body's start."""
     try:
-        errors = json.loads(body).get("errors") or []
+        errors = host.load_json(body).get("errors") or []
         return "; ".join(f"{e.get('code', '').lower()}: {e.get('message', '')}" for e in errors)
     except (ValueError, AttributeError):
         return body[:200].decode(errors="replace").strip()

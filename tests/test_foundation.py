@@ -392,7 +392,7 @@ def test_hostname_files_sit_on_top_of_a_volume_over_etc(busybox, tmp_path):
 NOT_ON_THE_START_PATH = {
     "re", "json", "enum", "signal", "socket", "contextlib", "functools", "collections",
     "subprocess", "threading", "ipaddress", "shlex", "shutil", "tarfile", "hashlib",
-    "minidocker.registry", "minidocker.http_client", "minidocker.commit",
+    "minidocker.registry", "minidocker.http_client", "minidocker.commit", "minidocker.volume",
 }
 
 

@@ -60,8 +60,8 @@ def imported_modules(source):
                 parts = parts[1:]
             if parts:
                 found.add(parts[0])
-            else:
-                found.update(alias.name for alias in node.names)
+            else:  # the package's own attributes (__version__) are no modules
+                found.update(alias.name for alias in node.names if not alias.name.startswith("__"))
     return found
 
 
