@@ -335,7 +335,6 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
     its new mount namespace and has not switched root yet.
     """
     merged = os.path.join(directory, "merged")
-    fstab = os.path.join(directory, "fstab")
     root_table = root_mount_table(directory, layers, driver)
     if volumes or tmpfs:
         # Their mount points are paths inside the image, resolved in the
@@ -344,12 +343,10 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
         root_table = ""
     target_of = prepare_mount_points(merged, volumes)
     tmpfs_targets = {path: resolve(merged, path, create="directory") for path in tmpfs or {}}
-    with open(fstab, "w") as table:
-        table.write(root_table)
-        table.write(mount_table(directory, merged, volumes, target_of, privileged=privileged))
-        for path, options in (tmpfs or {}).items():
-            table.write(f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n")
-    mount_all(fstab)
+    mount_all(root_table
+              + mount_table(directory, merged, volumes, target_of, privileged=privileged)
+              + "".join(f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n"
+                        for path, options in (tmpfs or {}).items()))
     workdir_path = resolve(merged, workdir, create="directory")
     bind_network_files_into_volumes(directory, merged, target_of)
     make_devices(os.path.join(merged, "dev"))
@@ -386,8 +383,13 @@ def root_mount_table(directory, layers, driver):
     return table + f"overlay {escape(merged)} overlay {options} 0 0\n"
 
 
-def mount_all(fstab):
-    """Mount every line of ``fstab``, in order, with one exec of ``mount``.
+def mount_all(table):
+    """Mount every line of the fstab text ``table``, in order, with one exec of ``mount``.
+
+    The table goes to ``mount`` in memory: memfd_create(2) "creates an
+    anonymous file and returns a file descriptor that refers to it", which
+    ``mount`` reads as ``/proc/self/fd/N``.  Nothing of it is written to the
+    disk, and ``--trace`` shows its lines.
 
     mount(8): "The mount command canonicalizes all paths (from the command
     line or fstab) by default", a realpath of every source and target:
@@ -401,15 +403,22 @@ def mount_all(fstab):
     ``/run/mount/utab``, a file of the host's that has no business knowing
     them.
     """
-    host.run(["mount", "--all", "--no-mtab", "--no-canonicalize", "--fstab", fstab], 3)
+    if host.tracing():
+        host.narrate(3, "the mount table:" + "".join(f"\n    {line}" for line in table.splitlines()))
+    descriptor = os.memfd_create("fstab", 0)  # not close-on-exec: mount inherits it
+    try:
+        data = memoryview(table.encode())
+        while data:
+            data = data[os.write(descriptor, data):]
+        host.run(["mount", "--all", "--no-mtab", "--no-canonicalize",
+                  "--fstab", f"/proc/self/fd/{descriptor}"], 3)
+    finally:
+        os.close(descriptor)
 
 
 def mount_root(directory, layers, driver):
     """Make the mount namespace private and mount the root, and nothing else."""
-    fstab = os.path.join(directory, "fstab-root")
-    with open(fstab, "w") as table:
-        table.write(root_mount_table(directory, layers, driver))
-    mount_all(fstab)
+    mount_all(root_mount_table(directory, layers, driver))
 
 
 def prepare_mount_points(merged, volumes):
@@ -492,12 +501,9 @@ def bind_network_files_into_volumes(directory, merged, volume_targets):
                if covered_by_volume(resolve(merged, f"/etc/{name}"), volume_targets.values())]
     if not covered:
         return
-    fstab = os.path.join(directory, "fstab-network-files")
-    with open(fstab, "w") as table:
-        for name in covered:
-            target = resolve(merged, f"/etc/{name}", create="file")
-            table.write(f"{escape(os.path.join(directory, name))} {escape(target)} none bind 0 0\n")
-    mount_all(fstab)
+    mount_all("".join(f"{escape(os.path.join(directory, name))} "
+                      f"{escape(resolve(merged, f'/etc/{name}', create='file'))} none bind 0 0\n"
+                      for name in covered))
 
 
 def escape(path):
