@@ -26,7 +26,6 @@ import fcntl
 import os
 import stat
 import struct
-import termios
 
 from minidocker import host
 
@@ -603,6 +602,8 @@ def open_terminal(merged, size):
     the master comes from ``merged/dev/pts/ptmx``.  Python 3.12 has no
     ``unlockpt``/``ptsname``; the two ioctls below are what they do.
     """
+    import termios  # only for -t: see host.py on the start path's imports
+
     TIOCSPTLCK, TIOCGPTN = 0x40045431, 0x80045430
     master = os.open(os.path.join(merged, "dev/pts/ptmx"), os.O_RDWR | os.O_NOCTTY)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))

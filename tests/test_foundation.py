@@ -391,7 +391,7 @@ def test_hostname_files_sit_on_top_of_a_volume_over_etc(busybox, tmp_path):
 #: and the chapters a stored image does not need.
 NOT_ON_THE_START_PATH = {
     "re", "json", "enum", "signal", "socket", "contextlib", "functools", "collections",
-    "subprocess", "threading", "ipaddress", "shlex", "shutil", "tarfile", "hashlib",
+    "subprocess", "threading", "ipaddress", "shlex", "shutil", "tarfile", "hashlib", "termios",
     "minidocker.registry", "minidocker.http_client", "minidocker.commit", "minidocker.volume",
 }
 
