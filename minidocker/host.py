@@ -218,7 +218,8 @@ def run(argv, chapter, *, check=True, capture=False, input=None, env=None):
                else (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                (os.POSIX_SPAWN_DUP2, stderr_write, 2)]
     try:
-        pid = os.posix_spawnp(argv[0], argv, dict(os.environ if env is None else env, LC_ALL="C"),
+        pid = os.posix_spawnp(argv[0], argv,
+                              dict(os.environ if env is None else env, LC_ALL="C"),
                               file_actions=actions)
     except FileNotFoundError:
         raise EngineError(f"the host tool {argv[0]!r} is not installed")

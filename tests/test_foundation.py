@@ -408,3 +408,25 @@ def test_run_imports_none_of_the_modules_it_does_without(busybox):
                 if line.startswith("import time:")}
     assert "minidocker.container" in imported  # the lines were read right
     assert imported & NOT_ON_THE_START_PATH == set()
+
+
+def test_state_files_are_json_as_the_json_module_reads_and_writes_it():
+    import json
+
+    from minidocker import host
+
+    values = [{"Id": "a" * 64, "Config": {"Env": ["PATH=/bin", "Ü=ß\n\x00"], "Tty": False},
+               "Numbers": [0, -1, 2.5, 1e300, None, True], "Empty": {}, "List": []},
+              "évité\u2028", [], 3, float("inf")]
+    for value in values:
+        assert host.dump_json(value) == json.dumps(value)
+        assert host.dump_json(value, canonical=True) == \
+            json.dumps(value, sort_keys=True, separators=(",", ":"))
+        text = json.dumps(value, indent=2)
+        assert host.load_json(f" \n{text}\n") == json.loads(text)
+        assert host.load_json(text.encode()) == json.loads(text)
+    for broken in ("", "{", '{"a": 1} x', "[1,]", '"\x01"', "nul"):
+        with pytest.raises(ValueError):
+            host.load_json(broken)
+    with pytest.raises(TypeError):
+        host.dump_json({"a": object()})
