@@ -790,9 +790,12 @@ class Client:
         if response.status != 200:
             raise host.EngineError(f"token server {self.challenge['realm']} answered "
                                    f"{response.status}: {error_text(body)}")
-        answer = host.load_json(body)
-        token = answer.get("token") or answer.get("access_token")
-        if not token:
+        try:
+            answer = host.load_json(body)
+            token = answer.get("token") or answer.get("access_token")
+        except (ValueError, AttributeError):  # not JSON, or not a JSON object
+            token = None
+        if not token or not isinstance(token, str):
             raise host.EngineError(f"token server {self.challenge['realm']} sent no token")
         host.narrate(4, f"    200: a bearer token for {scope or 'login'} "
                         f"(expires in {answer.get('expires_in', 60)} s)")

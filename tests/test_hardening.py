@@ -815,3 +815,14 @@ def test_a_name_file_without_its_container_holds_no_name(busybox):
     busybox.ok("create", "--name", "web", "busybox", "true")  # the old name was given back
     busybox.ok("rm", "site")
     assert sorted(os.listdir(os.path.join(busybox.root, "names"))) == ["ghost", "web"]
+
+
+@pytest.mark.parametrize("answer", [b"<html>busy</html>", b'["a token"]', b'{"token": 42}'],
+                         ids=["not JSON", "a list", "a number"])
+def test_a_token_server_that_answers_nonsense_is_one_line(engine, fake, answer):
+    realm = f"http://{fake.address}/token"
+    fake.routes["/v2/"] = [(401, {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake"'},
+                            b"{}")]
+    fake.routes["/token"] = [(200, {"Content-Type": "application/json"}, answer)]
+    line = fails(engine, "pull", f"{fake.address}/test/thing")
+    assert f"token server {realm} sent no token" in line, line
