@@ -966,7 +966,7 @@ def add_image_commands(commands):
     for name, source in (("ls", "images"), ("rm", "rmi"), ("pull", "pull"), ("push", "push"),
                          ("tag", "tag"), ("save", "save"), ("load", "load"),
                          ("history", "history"), ("import", "import")):
-        # ``image ls`` is ``images`` with the same flags: copy the parser's actions.
+        # ``image ls`` is ``images`` with the same flags: the parser's options are lent.
         alias = actions.add_parser(name, help=f"the same as {source!r}",
                                    parents=[commands.parsers[source]], add_help=False)
         alias.set_defaults(handler=commands.parsers[source].get_default("handler"))

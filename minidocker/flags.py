@@ -257,6 +257,9 @@ class Parser:
             self.error(f"{what}: must be one of {', '.join(argument.choices)}")
         if argument.type is None:
             return value
+        if argument.type is int and not is_whole_number(value):
+            # int() also takes " 3", "3_0" and other scripts' digits; Go's ParseInt does not.
+            self.error(f"{what}: not a whole number")
         try:
             return argument.type(value)
         except InvalidValue as error:
@@ -284,12 +287,14 @@ class Parser:
         """Docker's words: '"minidocker rm" requires at least 1 argument.'"""
         def count(number):
             return f"{number} argument{'' if number == 1 else 's'}"
+        if most == 0:
+            return f'"{self.prog}" accepts no arguments.'
         if least == most:
             return f'"{self.prog}" requires exactly {count(least)}.'
         if most is None:
             return f'"{self.prog}" requires at least {count(least)}.'
         if least == 0:
-            return f'"{self.prog}" accepts at most {count(most)}.'
+            return f'"{self.prog}" requires at most {count(most)}.'
         return f'"{self.prog}" requires at least {least} and at most {count(most)}.'
 
     def error(self, message):
@@ -377,4 +382,11 @@ class _Unbuilt:
 
 def looks_like_option(word):
     """``-x``, ``--name``, ``-it``; not ``-`` (standard input) nor ``-1`` (a number)."""
-    return word.startswith("-") and word != "-" and not word[1:].replace(".", "", 1).isdigit()
+    number = word[1:].replace(".", "", 1)
+    return word.startswith("-") and word != "-" and not (number.isascii() and number.isdigit())
+
+
+def is_whole_number(text):
+    """Say whether ``text`` is a whole number as Go's ParseInt reads one: ASCII digits, a sign."""
+    digits = text[1:] if text[:1] in "+-" else text
+    return digits.isascii() and digits.isdigit()
