@@ -52,6 +52,8 @@ class Argument:
 
     def __init__(self, names, action="store", dest=None, default=None, help=None,
                  metavar=None, nargs=None, type=None, choices=None):
+        if action not in ("store", "store_true", "append", "help"):
+            raise ValueError(f"{names}: this parser has no action {action!r}")
         self.names = names          # the option's spellings; empty for a positional
         self.action = action        # store, store_true, append or help
         self.is_option = bool(names)
@@ -60,7 +62,9 @@ class Argument:
             long_names = [name for name in names if name.startswith("--")]
             dest = (long_names or names)[0].lstrip("-").replace("-", "_") if names else None
         self.dest = dest
-        self.default = False if action == "store_true" and default is None else default
+        if default is None:
+            default = {"store_true": False, "append": []}.get(action)
+        self.default = default
         self.help = help
         self.metavar = metavar or (dest.upper() if names else dest)
         self.nargs = nargs

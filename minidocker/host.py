@@ -392,7 +392,8 @@ def load_json(text):
     """Parse a JSON document (``str`` or UTF-8 ``bytes``), as ``json.loads`` does.
 
     A document that is not JSON raises ``ValueError`` (``json.JSONDecodeError``
-    is one) naming the place.
+    is one) naming the place, as does one nested too deeply for Python's
+    stack (``json.loads`` lets that ``RecursionError`` through).
     """
     if isinstance(text, (bytes, bytearray)):
         text = text.decode()
@@ -401,6 +402,8 @@ def load_json(text):
         value, end = _scan_json(text, start)
     except StopIteration as stop:
         raise ValueError(f"not JSON: expecting a value at character {stop.value}") from None
+    except RecursionError:  # "[[[[..." from a hostile registry or archive
+        raise ValueError("not JSON the engine reads: nested too deeply") from None
     if text[end:].strip(_JSON_SPACE):
         raise ValueError(f"not JSON: extra data at character {end}")
     return value

@@ -153,7 +153,7 @@ class Reference:
                 name = f"library/{name}"
             raise host.EngineError(f"invalid reference format: repository name ({name}) "
                                    "must be lowercase")
-        if not parts or len(text) > 255:
+        if not parts:
             raise host.EngineError(f'invalid reference format: "{text}"')
         domain, path, tag, digest = parts
         if domain and not ("." in domain or ":" in domain or domain == "localhost"
@@ -166,6 +166,9 @@ class Reference:
             domain = "docker.io"
         if domain == "docker.io" and "/" not in path:
             path = f"library/{path}"
+        if len(f"{domain}/{path}") > 255:  # the name as normalised; tag and digest are not counted
+            raise host.EngineError("invalid reference format: repository name must not be "
+                                   "more than 255 characters")
         tag = tag or (None if digest else "latest")
         return cls(domain, path, tag, digest)
 

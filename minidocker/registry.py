@@ -901,8 +901,10 @@ class Client:
                                    f"content with digest {digest}; refusing it")
         try:
             document = host.load_json(body)
-        except ValueError:
-            raise host.EngineError(f"manifest {repository}:{reference} is not JSON")
+        except ValueError as error:
+            raise host.EngineError(f"manifest {repository}:{reference} is not JSON ({error})")
+        if not isinstance(document, dict):
+            raise host.EngineError(f"manifest {repository}:{reference} is not a JSON object")
         media_type = document.get("mediaType") or \
             response.headers.get("Content-Type", "").split(";")[0].strip()
         if not media_type:

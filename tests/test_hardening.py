@@ -270,6 +270,8 @@ BAD_REFERENCES = [
     ("busybox@sha256:1234", "invalid reference format"),
     ("UPPER:tag", "must be lowercase"),
     ("a" * 300, "invalid reference format"),
+    # Docker counts the name as normalised (docker.io/library/...), not the tag.
+    ("a" * 240 + ":tag", "repository name must not be more than 255 characters"),
     ("busybox:" + "t" * 200, "invalid reference format"),
     ("../../etc/passwd", "invalid reference format"),
     ("busybox:tag:tag", "invalid reference format"),
@@ -826,3 +828,15 @@ def test_a_token_server_that_answers_nonsense_is_one_line(engine, fake, answer):
     fake.routes["/token"] = [(200, {"Content-Type": "application/json"}, answer)]
     line = fails(engine, "pull", f"{fake.address}/test/thing")
     assert f"token server {realm} sent no token" in line, line
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"[" * 100000, "nested too deeply"),   # json.loads lets a RecursionError through
+    (b"[1, 2]", "is not a JSON object"),
+    (b'"a string"', "is not a JSON object"),
+], ids=["nested too deeply", "a list", "a string"])
+def test_a_manifest_that_is_no_json_object_is_one_line(engine, fake, body, message):
+    fake.routes["/v2/test/odd/manifests/latest"] = [
+        (200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, body)]
+    line = fails(engine, "pull", f"{fake.address}/test/odd")
+    assert message in line, line
