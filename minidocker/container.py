@@ -1427,15 +1427,23 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
                (uid, gid, groups), terminal, interactive, detach)
     if detach:
         # Docker's shim stays the parent of an exec'd process and reaps it
-        # when it ends.  Here a small waiter on the host does: left to the
-        # container's PID 1, the reaper of orphans in its PID namespace, an
-        # ended process would stay a zombie as long as a PID 1 that never
-        # waits (sleep, most servers) runs.
+        # when it ends.  Here a small waiter on the host does.  Without it
+        # the command line's exit would orphan the process, and the kernel
+        # hands an orphan to the reaper of the *dying parent's* PID
+        # namespace (find_new_reaper in kernel/exit.c): the host's PID 1 or
+        # a subreaper above the command line, a host process that may
+        # never wait for it (checked on this VM: the host's PID 1 adopted it).
         def waiter(running):
             child = _fork_exec(*process)  # its sealed tools stay here as long as it runs
             _wait_until_past_sealed_tools(child)
             running()
             host.end_trace()
+            if terminal:
+                # Nobody reads an exec -dt terminal.  Its output is dropped, as
+                # Docker's shim drops it, or a full terminal would stop the command.
+                import threading
+
+                threading.Thread(target=_drain, args=(terminal[0],), daemon=True).start()
             return _exit_code(os.waitpid(child, 0)[1])
 
         _run_in_background("md-exec", waiter, "exec's waiter ended before the command started")
@@ -1489,6 +1497,15 @@ def _fork_exec(container, argv, environment, workdir, ids, terminal, interactive
         code, _, message = failure.decode(errors="replace").partition("\t")
         raise host.EngineError(message, exit_code=int(code))
     return child
+
+
+def _drain(descriptor):
+    """Read and drop everything from ``descriptor`` until its writers are gone."""
+    try:
+        while os.read(descriptor, 65536):
+            pass
+    except OSError:  # EIO: a terminal whose other side has closed
+        pass
 
 
 def _exit_code(status):

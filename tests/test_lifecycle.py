@@ -382,12 +382,13 @@ def test_exec_exit_status_user_workdir_env_and_stdin(busybox):
     assert wait_for(lambda: busybox.run("exec", "box", "cat", "/tmp/detached").stdout == "made\n")
 
 
-def test_exec_d_leaves_no_zombie_under_a_pid_1_that_never_waits(busybox):
-    # sleep, as PID 1, never calls wait(2): a process that exec -d left to
-    # it would stay a zombie until the container ends (or, if the command
-    # line's caller is a child subreaper, a host process would become the
-    # parent of a container process).  Docker's shim stays the parent of
-    # its exec'd processes and reaps them; minidocker's waiter must too.
+def test_exec_d_stays_a_child_of_the_engine_which_reaps_it(busybox):
+    # Orphaned when the command line returned, an exec -d process went to
+    # the reaper of the command line's PID namespace, the host's: on this
+    # VM the host's PID 1 became the parent of a container process.
+    # Docker's shim stays the parent of its exec'd processes and reaps
+    # them; minidocker's waiter must too, and the container's PID 1 (sleep,
+    # which never waits) must be left no child of it.
     busybox.ok("run", "-d", "--name", "sleeper", "busybox", "sleep", "100")
     pid = state(busybox, "sleeper")["Pid"]
     script = "sleep 1; echo done > /tmp/mark"
@@ -404,6 +405,14 @@ def test_exec_d_leaves_no_zombie_under_a_pid_1_that_never_waits(busybox):
                 for fields in [_stat_fields(entry)] if fields and fields[1] == str(pid)]
 
     assert wait_for(lambda: children_of_pid_1() == []), children_of_pid_1()
+
+
+def test_exec_dt_output_that_nobody_reads_does_not_stop_the_command(busybox):
+    # A terminal holds a few kilobytes; the waiter drops what exec -dt writes.
+    busybox.ok("run", "-d", "--name", "talker", "busybox", "sleep", "100")
+    busybox.ok("exec", "-dt", "talker", "sh", "-c", "yes | head -c 2000000; echo done > /tmp/dt")
+    assert wait_for(lambda: busybox.run("exec", "talker", "cat", "/tmp/dt").stdout == "done\n",
+                    timeout=20)
 
 
 def _comm(pid):
