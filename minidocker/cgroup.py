@@ -127,12 +127,12 @@ class Limits:
             raise host.EngineError(
                 f"invalid CPU shares {self.cpu_shares}: the value must not be negative")
         if self.pids_limit == 1:
-            # minidocker's own rule: PID 1 joins its group first and then
-            # still starts host tools (mount) one at a time while it sets
-            # up the root, so it needs room for one more process.
+            # minidocker's own rule: after PID 1 has joined its group it
+            # still starts a host tool (mount --move) to switch its root,
+            # so it needs room for one more process.
             raise host.EngineError(
-                "--pids-limit must be at least 2: minidocker starts host tools "
-                "from inside the container's cgroup while it sets up the root")
+                "--pids-limit must be at least 2: minidocker starts a host tool "
+                "from inside the container's cgroup to switch its root")
         if self.cpuset_cpus is not None:
             requested = parse_cpu_list(self.cpuset_cpus)
             online = parse_cpu_list(_read("/sys/devices/system/cpu/online"))
@@ -337,8 +337,8 @@ class Cgroup:
         the value 0 to a cgroup.procs file causes the writing process to be
         moved to the corresponding cgroup."
 
-        A caller that moves itself, freshly forked and so single-threaded,
-        writes 0 to v1's ``tasks`` instead, which moves its one thread.  The
+        A caller that moves itself, and has only one thread (the container's
+        child never starts another), writes 0 to v1's ``tasks`` instead, which moves its one thread.  The
         kernel (cgroup_procs_write_start) then skips a global lock: "If we
         migrate a single thread, we don't care about threadgroup stability.
         If the thread is `current`, it won't exit(2) under our hands or
@@ -512,15 +512,12 @@ def host_driver():
     hierarchies = find_hierarchies()
     v1 = [hierarchy for hierarchy in hierarchies if hierarchy.version == 1 and hierarchy.controllers]
     unified = [hierarchy for hierarchy in hierarchies if hierarchy.version == 2]
-    if v1:
-        _driver = V1Driver(v1)
-        return _driver
-    if unified:
-        _driver = V2Driver(unified[0])
-        return _driver
-    raise host.EngineError(
-        "no cgroup filesystem is mounted (see /proc/self/mountinfo); "
-        "mount one with: mount -t cgroup2 none /sys/fs/cgroup")
+    if not v1 and not unified:
+        raise host.EngineError(
+            "no cgroup filesystem is mounted (see /proc/self/mountinfo); "
+            "mount one with: mount -t cgroup2 none /sys/fs/cgroup")
+    _driver = V1Driver(v1) if v1 else V2Driver(unified[0])
+    return _driver
 
 
 # -- the v1 driver: one directory per hierarchy --------------------------
