@@ -396,7 +396,7 @@ def load_json(text):
     stack (``json.loads`` lets that ``RecursionError`` through).
     """
     if isinstance(text, (bytes, bytearray)):
-        text = text.decode()
+        text = text.decode("utf-8-sig")  # a byte order mark first is allowed, as json.loads allows it
     start = len(text) - len(text.lstrip(_JSON_SPACE))
     try:
         value, end = _scan_json(text, start)

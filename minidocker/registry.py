@@ -136,7 +136,10 @@ def _pull_from(client, reference, wanted, progress, store):
     added, unpacked = [], []
     try:
         config_bytes = client.get_small_blob(repository, document["config"])
-        config = host.load_json(config_bytes)
+        try:
+            config = host.load_json(config_bytes)
+        except ValueError as error:
+            raise host.EngineError(f"{reference}: the image config is not JSON ({error})")
         check_config(config, document, wanted, reference)
         for layer in document["layers"]:
             check_layer_media_type(layer)
@@ -220,6 +223,10 @@ class Cancelled(Exception):
 
 def fetch_layers(client, repository, layers, diff_ids, store, progress):
     """Fetch every layer the store lacks, ``PARALLEL_LAYERS`` at a time.
+
+    One request more than that is sent ahead (``requests``), and a layer
+    takes its slot (``slots``) only once the registry has answered, so the
+    registry's time to answer passes while the other layers unpack.
 
     Each layer takes one pass over its bytes: as they arrive from the socket
     they are hashed, written to a temporary blob, decompressed, hashed again
@@ -308,6 +315,8 @@ def fetch_layer(client, repository, descriptor, diff_id, unpack, store, progress
         return StagedLayer(digest, diff_id)
     if have_blob:
         with slots, open(store.blob_path(digest), "rb") as blob:
+            if abort.is_set():  # another layer failed while this one waited for its slot
+                raise Cancelled()
             return StagedLayer(digest, diff_id, directory=store.unpack_into_staging(
                 blob, digest, diff_id, media_type))
     progress.update(identifier, "Pulling fs layer")
@@ -396,6 +405,9 @@ def check_descriptor(descriptor, reference):
 def check_layer_media_type(descriptor):
     """Say clearly which layer compressions this engine can unpack."""
     media_type = descriptor.get("mediaType", "")
+    if not isinstance(media_type, str):
+        raise host.EngineError(f"layer {short(descriptor['digest'])} has a media type that "
+                               f"is not a string: {host.dump_json(media_type)[:100]}")
     if "foreign" in media_type or descriptor.get("urls"):
         raise host.EngineError(f"layer {short(descriptor['digest'])} is a foreign layer "
                                f"({media_type}) that must be fetched from elsewhere; "
@@ -414,6 +426,9 @@ def check_layer_media_type(descriptor):
 
 def check_config(config, document, wanted, reference):
     """The config must list one diff id per layer, for the platform we run."""
+    if not isinstance(config, dict) or not isinstance(config.get("rootfs", {}), dict):
+        raise host.EngineError(f"{reference}: the image config is not a JSON object "
+                               "with a rootfs object")
     diff_ids = config.get("rootfs", {}).get("diff_ids")
     if not isinstance(diff_ids, list) or len(diff_ids) != len(document["layers"]):
         raise host.EngineError(f"{reference}: the image config lists "
@@ -469,7 +484,13 @@ class Platform:
 
 def choose_platform(index, wanted, name):
     """Pick the manifest for ``wanted`` from an index, as Docker does."""
-    for entry in index.get("manifests", []):
+    entries = index.get("manifests", [])
+    if not isinstance(entries, list) or not all(
+            isinstance(entry, dict) and image.is_digest(str(entry.get("digest")))
+            and isinstance(entry.get("platform") or {}, dict) for entry in entries):
+        # A digest goes into the next request's path: "../../x" must not.
+        raise host.EngineError(f"{name}: the manifest list has an invalid entry")
+    for entry in entries:
         description = entry.get("platform") or {}
         offered = Platform(description.get("os", ""), description.get("architecture", ""),
                            description.get("variant"))
@@ -594,6 +615,8 @@ def settings():
         return {}
     except ValueError as error:
         raise host.EngineError(f"{path} is not valid JSON: {error}")
+    except OSError as error:  # a directory, say
+        raise host.EngineError(f"{path} cannot be read: {error.strerror}")
     if not isinstance(document, dict):
         raise host.EngineError(f"{path} must hold a JSON object")
     for key in ("registry-mirrors", "insecure-registries"):
@@ -1107,7 +1130,7 @@ def error_text(body):
     try:
         errors = host.load_json(body).get("errors") or []
         return "; ".join(f"{e.get('code', '').lower()}: {e.get('message', '')}" for e in errors)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):  # not JSON, or not the API's shape
         return body[:200].decode(errors="replace").strip()
 
 

@@ -425,6 +425,7 @@ def test_state_files_are_json_as_the_json_module_reads_and_writes_it():
         text = json.dumps(value, indent=2)
         assert host.load_json(f" \n{text}\n") == json.loads(text)
         assert host.load_json(text.encode()) == json.loads(text)
+        assert host.load_json(b"\xef\xbb\xbf" + text.encode()) == json.loads(b"\xef\xbb\xbf" + text.encode())
     for broken in ("", "{", '{"a": 1} x', "[1,]", '"\x01"', "nul", "[" * 100000):
         with pytest.raises(ValueError):
             host.load_json(broken)

@@ -28,7 +28,8 @@ import pytest
 
 from helpers import hostile
 from helpers.engine import Engine
-from helpers.registry import FakeRegistry, layer_tar, tar_entry
+from helpers.registry import (OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, FakeRegistry,
+                              layer_tar, sha256, tar_entry)
 
 pytestmark = pytest.mark.hardening
 
@@ -840,3 +841,46 @@ def test_a_manifest_that_is_no_json_object_is_one_line(engine, fake, body, messa
         (200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}, body)]
     line = fails(engine, "pull", f"{fake.address}/test/odd")
     assert message in line, line
+
+
+def _serve_with_config(fake, repository, config_bytes, layer_media_type=OCI_LAYER):
+    """A one-layer image whose config blob is ``config_bytes``, as given."""
+    layer = layer_tar([tar_entry("file", data=b"x")])
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "size": len(config_bytes),
+                           "digest": fake.serve_blob(repository, config_bytes)},
+                "layers": [{"mediaType": layer_media_type, "size": len(layer),
+                            "digest": fake.serve_blob(repository, layer)}]}
+    fake.serve_manifest(repository, "latest", manifest)
+
+
+def _config(diff_ids):
+    return json.dumps({"architecture": "amd64", "os": "linux",
+                       "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+
+
+@pytest.mark.parametrize("case", ["config not JSON", "config a list", "rootfs a string",
+                                  "media type a number", "index entry a string",
+                                  "index digest a path", "error body odd"])
+def test_hostile_registry_answers_are_one_line(engine, fake, case):
+    repository = "evil/answers"
+    diff_id = sha256(layer_tar([tar_entry("file", data=b"x")]))
+    if case == "config not JSON":
+        _serve_with_config(fake, repository, b"<html>")
+    elif case == "config a list":
+        _serve_with_config(fake, repository, b"[1]")
+    elif case == "rootfs a string":
+        _serve_with_config(fake, repository, json.dumps({"rootfs": "x"}).encode())
+    elif case == "media type a number":
+        _serve_with_config(fake, repository, _config([diff_id]), layer_media_type=5)
+    elif case in ("index entry a string", "index digest a path"):
+        entry = "x" if case == "index entry a string" else {
+            "mediaType": OCI_MANIFEST, "digest": "../../../evil/ok/manifests/t", "size": 2,
+            "platform": {"os": "linux", "architecture": "amd64"}}
+        fake.serve_manifest(repository, "latest", {"schemaVersion": 2, "manifests": [entry]},
+                            media_type=OCI_INDEX)
+    else:
+        fake.routes[f"/v2/{repository}/manifests/latest"] = [
+            (500, {"Content-Type": "application/json"}, b'{"errors": 5}')]
+    fails(engine, "pull", f"{fake.address}/{repository}")
+    assert not [path for _, path in fake.requests if "/ok/" in path]  # no path out of the repository

@@ -225,11 +225,16 @@ def test_a_bad_mirror_setting_is_one_line_and_nothing_is_contacted(engine, mirro
     ('{"registry-mirrors": "http://127.0.0.1:5000"}', "registry-mirrors must be a list of strings"),
     ('{"insecure-registries": [5000]}', "insecure-registries must be a list of strings"),
     ('{"registry-mirrors": [', "is not valid JSON"),
+    ("[" * 100000, "is not valid JSON: not JSON the engine reads: nested too deeply"),
+    (None, "cannot be read: Is a directory"),
 ])
 def test_a_bad_daemon_json_is_one_line(engine, document, message):
     os.makedirs(engine.root, exist_ok=True)
-    with open(os.path.join(engine.root, "daemon.json"), "w") as handle:
-        handle.write(document)
+    if document is None:
+        os.mkdir(os.path.join(engine.root, "daemon.json"))
+    else:
+        with open(os.path.join(engine.root, "daemon.json"), "w") as handle:
+            handle.write(document)
     result = engine.run("pull", "busybox")
     assert result.returncode == 125, result
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
