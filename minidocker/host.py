@@ -317,11 +317,7 @@ def write_atomically(path, data, durable=True):
     temporary = f"{path}.tmp{os.getpid()}"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        # write(2) "may write fewer bytes than requested" (on a nearly full
-        # filesystem, say); the next call then reports why.
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view):]
+        write_all(descriptor, data)
         if durable:
             os.fsync(descriptor)
     except BaseException:
@@ -330,6 +326,17 @@ def write_atomically(path, data, durable=True):
         raise
     os.close(descriptor)
     os.rename(temporary, path)
+
+
+def write_all(descriptor, data):
+    """Write all of ``data`` to ``descriptor``.
+
+    write(2) "may write fewer bytes than requested" (on a nearly full
+    filesystem, say); the next call then writes the rest, or reports why not.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]
 
 
 class locked:

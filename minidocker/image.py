@@ -1227,9 +1227,7 @@ class TarEntry:
             if not chunk:
                 raise ValueError(f"unexpected end of data in {self.name!r}")
             self._left -= len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(descriptor, view):]
+            host.write_all(descriptor, chunk)
 
     def _skip(self):
         """Read past the rest of the content and its padding."""

@@ -211,9 +211,7 @@ class JsonFileWriter:
             self._write(entry)
 
     def _write(self, data):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.descriptor, view):]
+        host.write_all(self.descriptor, data)
         self.size += len(data)
 
     def rotate(self):

@@ -342,10 +342,10 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
         root_table = ""
     target_of = prepare_mount_points(merged, volumes)
     tmpfs_targets = {path: resolve(merged, path, create="directory") for path in tmpfs or {}}
-    mount_all(root_table
-              + mount_table(directory, merged, volumes, target_of, privileged=privileged)
-              + "".join(f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n"
-                        for path, options in (tmpfs or {}).items()))
+    table = root_table + mount_table(directory, merged, volumes, target_of, privileged=privileged)
+    for path, options in (tmpfs or {}).items():
+        table += f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n"
+    mount_all(table)
     workdir_path = resolve(merged, workdir, create="directory")
     bind_network_files_into_volumes(directory, merged, target_of)
     make_devices(os.path.join(merged, "dev"))
@@ -406,9 +406,7 @@ def mount_all(table):
         host.narrate(3, "the mount table:" + "".join(f"\n    {line}" for line in table.splitlines()))
     descriptor = os.memfd_create("fstab", 0)  # not close-on-exec: mount inherits it
     try:
-        data = memoryview(table.encode())
-        while data:
-            data = data[os.write(descriptor, data):]
+        host.write_all(descriptor, table.encode())
         host.run(["mount", "--all", "--no-mtab", "--no-canonicalize",
                   "--fstab", f"/proc/self/fd/{descriptor}"], 3)
     finally:
@@ -500,9 +498,11 @@ def bind_network_files_into_volumes(directory, merged, volume_targets):
                if covered_by_volume(resolve(merged, f"/etc/{name}"), volume_targets.values())]
     if not covered:
         return
-    mount_all("".join(f"{escape(os.path.join(directory, name))} "
-                      f"{escape(resolve(merged, f'/etc/{name}', create='file'))} none bind 0 0\n"
-                      for name in covered))
+    table = ""
+    for name in covered:
+        target = resolve(merged, f"/etc/{name}", create="file")
+        table += f"{escape(os.path.join(directory, name))} {escape(target)} none bind 0 0\n"
+    mount_all(table)
 
 
 def escape(path):
@@ -859,10 +859,7 @@ def seal_host_tool(name):
         descriptor = os.memfd_create(name, flags)
     try:
         with open(path, "rb") as binary:
-            data = binary.read()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(descriptor, view):]
+            host.write_all(descriptor, binary.read())
         os.fchmod(descriptor, 0o555)
         fcntl.fcntl(descriptor, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW |
                     fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)

@@ -434,17 +434,26 @@ def test_a_directory_replaced_by_a_link_is_never_written_through(tmp_path):
         info.type, info.linkname = kind, linkname
         return info
 
-    for last in ("a/b/x", "a/b/.wh.x", "a/b/.wh..wh..opq"):
+    # The last entry writes below a/, or (a hard link) reads from below it.
+    for last in (entry("a/b/x"), entry("a/b/.wh.x"), entry("a/b/.wh..wh..opq"),
+                 entry("x", tarfile.LNKTYPE, "a/b/first")):
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w", format=tarfile.PAX_FORMAT) as writing:
             for info in (entry("a/", tarfile.DIRTYPE), entry("a/b/", tarfile.DIRTYPE),
                          entry("a/b/first"), entry("a", tarfile.SYMTYPE, str(outside)),
-                         entry(last)):
+                         last):
                 writing.addfile(info, io.BytesIO(b""))
         target = tempfile.mkdtemp(dir=tmp_path)
+        if last.islnk():  # a host file for the link to reach, if it followed a/
+            (outside / "b").mkdir()
+            (outside / "b" / "first").write_text("host")
         with pytest.raises(host.EngineError, match="symbolic link|not a directory"):
             image.unpack(io.BufferedReader(io.BytesIO(archive.getvalue())), target)
-        assert list(outside.iterdir()) == [], last
+        if last.islnk():
+            assert not os.path.lexists(os.path.join(target, "x"))
+            assert os.stat(outside / "b" / "first").st_nlink == 1
+            shutil.rmtree(outside / "b")
+        assert list(outside.iterdir()) == [], last.name
         assert os.readlink(os.path.join(target, "a")) == str(outside)
 
 
