@@ -637,7 +637,7 @@ def registry_mirrors():
     listed += settings().get("registry-mirrors", [])
     mirrors = []
     for mirror in listed:
-        text = str(mirror).strip()
+        text = mirror.strip()
         if not re.match(r"^https?://", text):
             raise host.EngineError(f"registry mirror {text!r} must start with http:// or https://")
         scheme, _, rest = text.rstrip("/").partition("://")
@@ -649,6 +649,9 @@ def registry_mirrors():
             http_client.split_authority(address)
         except host.EngineError:
             raise host.EngineError(f"registry mirror {text!r}: invalid host name or port") from None
+        if not all("!" <= character <= "~" for character in path):
+            raise host.EngineError(f"registry mirror {text!r}: the path may hold only printable "
+                                   "ASCII characters and no spaces")
         mirrors.append((scheme, address, slash + path))
     return mirrors
 

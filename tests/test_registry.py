@@ -210,6 +210,8 @@ def test_docker_hub_names_go_to_the_mirror_from_daemon_json(engine, registry):
     ("http://127.0.0.1:99999", "registry mirror 'http://127.0.0.1:99999': invalid host name"),
     ("http://user@127.0.0.1:5000", "invalid host name or port"),
     ("http://127.0.0.1:5000/v?x=1", "a query or fragment at the end of the URL is not allowed"),
+    ("http://127.0.0.1:5000/a b", "the path may hold only printable ASCII characters"),
+    ("http://127.0.0.1:5000/caf\u00e9", "the path may hold only printable ASCII characters"),
 ])
 def test_a_bad_mirror_setting_is_one_line_and_nothing_is_contacted(engine, mirror, message):
     # Refused before any request: neither the mirror nor Docker Hub is tried.
