@@ -212,6 +212,61 @@ def start_tls(connection, hostname, context):
         raise TLSFailed(error) from error
 
 
+def speaks_tls(url):
+    """Say whether the server of an https ``url`` answers a TLS hello in TLS.
+
+    Docker tries an insecure registry over HTTPS first and falls back to
+    plain HTTP when TLS fails.  Finding out with :mod:`ssl` costs a pull
+    ~10 ms of loading OpenSSL's TLS half before its first request; this
+    asks the same question with a hand-made hello.  "All TLS records begin
+    with the same header": a content type, 22 for a handshake (the
+    server's hello) or 21 for an alert (it refuses ours), then the
+    protocol version, whose first byte is 3 (RFC 8446 §5.1).  A plain HTTP
+    server answers text (``HTTP/1.1 400 Bad Request``) or closes.  Through
+    a proxy the answer would be the proxy's, so there only a real
+    handshake decides: this says True.
+    """
+    scheme, hostname, port, _ = split_url(url)
+    if proxy_for(scheme, hostname, port):
+        return True
+    connection = socket.create_connection((_lookup_name(hostname), port), timeout=TIMEOUT)
+    try:
+        connection.sendall(client_hello())
+        answer = b""
+        while len(answer) < 2 and (piece := connection.recv(2 - len(answer))):
+            answer += piece
+    finally:
+        connection.close()
+    return len(answer) == 2 and answer[0] in (21, 22) and answer[1] == 3
+
+
+def client_hello():
+    """A TLS 1.2 ClientHello record (RFC 5246 §7.4.1.2) that any TLS server answers.
+
+    It offers common cipher suites and says which curves and signatures it
+    takes, as every browser does: a server may refuse it, but only with an
+    alert, which is TLS too.  (A plain HTTP server reads it as a request
+    line, which the supported-groups extension's type, 0x000a, ends with a
+    line feed.)
+    """
+    def vector(data, length_bytes=2):
+        return len(data).to_bytes(length_bytes, "big") + data
+
+    def numbers(*values):
+        return b"".join(value.to_bytes(2, "big") for value in values)
+
+    suites = numbers(0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0x009c, 0x009d,
+                     0x1301, 0x1302, 0x1303)
+    extensions = (numbers(0x000a) + vector(vector(numbers(0x001d, 0x0017, 0x0018)))   # groups
+                  + numbers(0x000b) + vector(vector(b"\0", 1))                       # points
+                  + numbers(0x000d) + vector(vector(numbers(                          # signatures
+                      0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601))))
+    hello = (numbers(0x0303) + os.urandom(32) + vector(b"", 1) + vector(suites)
+             + vector(b"\0", 1) + vector(extensions))
+    handshake = b"\x01" + vector(hello, 3)     # HandshakeType client_hello
+    return b"\x16" + numbers(0x0301) + vector(handshake)   # a handshake record
+
+
 class Response:
     """A response's ``status``, ``reason`` and ``headers``; its body is read on demand.
 

@@ -757,6 +757,13 @@ class Client:
         for scheme in self.schemes:
             url = f"{scheme}://{self.host}{self.base_path}/v2/"
             try:
+                if scheme == "https" and scheme != self.schemes[-1] \
+                        and not http_client.speaks_tls(url):
+                    # Only an insecure registry has a scheme to fall back to.
+                    last_error = ConnectionError("the server does not speak TLS")
+                    host.narrate(4, f"TLS hello to {self.host}: the answer is not TLS; "
+                                    "trying the next scheme")
+                    continue
                 response = self._send("GET", url)
             except http_client.TLSFailed as error:
                 last_error = error

@@ -246,8 +246,9 @@ def test_trace_shows_every_step_of_the_handshake(engine, registry):
     result = engine.run("--trace", "pull", f"{registry.address}/test/busybox:oci")
     assert result.returncode == 0, result.stderr
     trace = result.stderr
-    steps = [f"GET https://{registry.address}/v2/",      # insecure: HTTPS first...
-             f"GET http://{registry.address}/v2/",       # ...then plain HTTP
+    # Insecure: HTTPS first (a TLS hello, answered in plain text), then plain HTTP.
+    steps = [f"TLS hello to {registry.address}: the answer is not TLS",
+             f"GET http://{registry.address}/v2/",
              f"GET http://{registry.address}/v2/test/busybox/manifests/oci",
              f"GET http://{registry.address}/v2/test/busybox/blobs/sha256:",
              "verified sha256:", "unpack layer"]
@@ -255,6 +256,33 @@ def test_trace_shows_every_step_of_the_handshake(engine, registry):
     assert -1 not in positions, trace
     assert positions == sorted(positions), trace
     assert "[ch4 image]" in trace
+
+
+def test_a_tls_hello_tells_a_tls_server_from_a_plain_one(registry, tls_registry):
+    # docker-registry's Go TLS answers the hand-made hello in TLS, its plain
+    # HTTP server in text; a server that closes at once does not speak TLS.
+    from minidocker import http_client
+
+    server, _ = tls_registry
+    assert http_client.speaks_tls(f"https://{server.address}/v2/")
+    assert not http_client.speaks_tls(f"https://{registry.address}/v2/")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        closer = threading.Thread(target=lambda: listener.accept()[0].close())
+        closer.start()
+        assert not http_client.speaks_tls(f"https://127.0.0.1:{listener.getsockname()[1]}/")
+        closer.join()
+
+
+def test_a_plain_registry_costs_no_ssl(engine, registry):
+    # What the hand-made hello is for: Python's ssl (~10 ms) stays unloaded.
+    result = engine.run("pull", f"{registry.address}/test/busybox:oci",
+                        env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "minidocker.registry" in imported and "ssl" not in imported, sorted(imported)
 
 
 def test_index_is_resolved_to_the_host_platform(engine, registry):
