@@ -230,11 +230,13 @@ def speaks_tls(url):
     if proxy_for(scheme, hostname, port):
         return True
     connection = socket.create_connection((_lookup_name(hostname), port), timeout=TIMEOUT)
+    answer = b""
     try:
         connection.sendall(client_hello())
-        answer = b""
         while len(answer) < 2 and (piece := connection.recv(2 - len(answer))):
             answer += piece
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # closed on the hello without reading it: not TLS either
     finally:
         connection.close()
     return len(answer) == 2 and answer[0] in (21, 22) and answer[1] == 3

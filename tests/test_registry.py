@@ -260,19 +260,29 @@ def test_trace_shows_every_step_of_the_handshake(engine, registry):
 
 def test_a_tls_hello_tells_a_tls_server_from_a_plain_one(registry, tls_registry):
     # docker-registry's Go TLS answers the hand-made hello in TLS, its plain
-    # HTTP server in text; a server that closes at once does not speak TLS.
+    # HTTP server in text; a server that closes, having read the hello
+    # (end of stream) or not (a reset), does not speak TLS.
     from minidocker import http_client
 
     server, _ = tls_registry
     assert http_client.speaks_tls(f"https://{server.address}/v2/")
     assert not http_client.speaks_tls(f"https://{registry.address}/v2/")
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        closer = threading.Thread(target=lambda: listener.accept()[0].close())
-        closer.start()
-        assert not http_client.speaks_tls(f"https://127.0.0.1:{listener.getsockname()[1]}/")
-        closer.join()
+
+    def close(listener, read_first):
+        connection = listener.accept()[0]
+        if read_first:
+            connection.recv(65536)
+        connection.close()
+
+    for read_first in (True, False):
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            closer = threading.Thread(target=close, args=(listener, read_first))
+            closer.start()
+            address = f"127.0.0.1:{listener.getsockname()[1]}"
+            assert not http_client.speaks_tls(f"https://{address}/"), read_first
+            closer.join()
 
 
 def test_a_plain_registry_costs_no_ssl(engine, registry):
