@@ -767,8 +767,8 @@ class _Hashing:
     It asks the stream below for a MiB at a time (gzip gives back what one
     piece of the blob inflates to) and hashes each piece once.  What a
     read does not take waits for the next read: the tar reader's 512-byte
-    headers cost no call below, and a file's content comes back as the
-    pieces themselves, to be written as they are.  (An ``io.BufferedReader``
+    headers cost no call below, and a file's content comes back as views
+    of the pieces, to be written as they are.  (An ``io.BufferedReader``
     here would copy every byte twice more: into its buffer, then out.)  A
     read may return fewer bytes than asked for, as a pipe does; the tar
     reader reads on until it has what it needs.
@@ -787,8 +787,12 @@ class _Hashing:
             self.hash.update(self.piece)
         start = self.position
         self.position = min(start + size, len(self.piece))
-        # A slice of all of a bytes object is that object: no copy.
-        return self.piece[start:self.position]
+        if self.position - start < 65536:
+            return self.piece[start:self.position]   # a header: bytes, as parsing wants
+        # A file's content: a slice of bytes would be a copy (the content
+        # starts after a header, so a read rarely takes a whole piece);
+        # a memoryview is the same bytes, and write(2) takes it as it is.
+        return memoryview(self.piece)[start:self.position]
 
     def drain(self):
         """Read what tar left after its end marker: it is part of the diff id too."""
@@ -1381,7 +1385,7 @@ def _text(raw):
 
 def _read_up_to(stream, size):
     """Read ``size`` bytes, fewer only at the end (a pipe may return less at a time)."""
-    data = stream.read(size)
+    data = bytes(stream.read(size))   # bytes() of bytes is the object itself
     while 0 < len(data) < size:
         more = stream.read(size - len(data))
         if not more:
