@@ -510,8 +510,17 @@ def pull_rows(bench, reference):
         def make(index):
             path = os.path.join(scratch, f"{peer}-{index}")
             os.makedirs(path)
+            written_out()
             return path
         return make
+
+    def written_out(_=None):
+        # Off the clock, the page cache's dirty data goes to the disk first.
+        # minidocker makes each layer durable (syncfs(2), which writes out
+        # all that is dirty on the filesystem) before it names it; skopeo
+        # and podman leave their writes to the kernel, and a minidocker
+        # round would write out the skopeo round's blobs before it.
+        os.sync()
 
     peers = [Row("minidocker pull", note=bench.minidocker_setup) if bench.minidocker_setup else
              ("minidocker pull", lambda root: minidocker("pull", reference, root=root),
@@ -529,7 +538,8 @@ def pull_rows(bench, reference):
 
     rows.append(bench.run_podman(
         "podman pull", lambda _: podman("pull", "--quiet", "--tls-verify=false", reference), "pull",
-        clean=forget_image, note="image removed after each round (its storage has one root)"))
+        prepare=written_out, clean=forget_image,
+        note="image removed after each round (its storage has one root)"))
     return rows
 
 
