@@ -66,7 +66,7 @@ LINE = "0123456789" * 9 + "0123456"   # 97 characters, 98 bytes with the newline
 
 # Rounds (timed, warm-up) per scenario at --scale 1.
 ROUNDS = {"start": (20, 3), "start-network": (10, 2), "output": (3, 1),
-          "pull": (5, 1), "commit": (3, 1), "detached": (1, 0)}
+          "pull": (11, 1), "commit": (3, 1), "detached": (1, 0)}
 
 # What the issue asks for: (scenario, what, minidocker row, peer row, largest ratio).
 TARGETS = [
