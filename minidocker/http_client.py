@@ -23,7 +23,10 @@ The engine has this client of its own instead of Python's ``http.client``
 and ``urllib``: http.client brings the whole ``email`` package to parse
 headers, urllib.request comes on top and urllib.parse brings
 ``ipaddress``, which together cost a pull some 30 to 50 ms of imports
-before its first byte is sent.  A registry needs little of them: a request
+before its first byte is sent.  For the same reason it reads the few
+shapes it must check (a status line, a header name, a port) with string
+methods and sets of characters, not the ``re`` module (with ``enum``,
+which it loads, ~8 ms of a pull).  A registry needs little of them: a request
 line and headers out; a status line, headers and a body (with a
 Content-Length, in chunks, or up to the close) back; redirects; a tunnel
 through a proxy; TLS through :mod:`ssl`, imported only when the first HTTPS
@@ -34,7 +37,6 @@ on the header section, and no control character in what it sends.
 """
 
 import os
-import re
 import socket
 
 from minidocker import host
@@ -46,8 +48,23 @@ WHOLE_BODY_LIMIT = 4 * 1024 * 1024
 #: Seconds to wait for a connection, and then for each read from it.
 TIMEOUT = 60
 DEFAULT_PORTS = {"http": 80, "https": 443}
-STATUS_LINE = re.compile(r"HTTP/1\.[0-9] ([1-9][0-9][0-9])(?: (.*))?")
-FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")   # a token (RFC 9110 §5.6.2)
+
+# Sets of characters, for only() below.
+DIGITS = "0123456789"
+HEX_DIGITS = DIGITS + "abcdefABCDEF"
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+TOKEN = LETTERS + DIGITS + "!#$%&'*+-.^_`|~"     # a field name (RFC 9110 §5.6.2)
+VISIBLE = "".join(map(chr, range(0x21, 0x7f)))    # ASCII's printable characters but space
+UNRESERVED = LETTERS + DIGITS + "-._~"           # what a URL holds unescaped (RFC 3986 §2.3)
+
+
+def only(text, characters):
+    """Say whether ``text`` is not empty and made of ``characters`` only.
+
+    (``strip`` takes away the characters of the set from both ends: what
+    is left is a character outside it.)  Works on bytes too.
+    """
+    return bool(text) and not text.strip(characters)
 
 
 class ProtocolError(host.EngineError):
@@ -126,8 +143,7 @@ def send_once(method, url, headers, body, tls_context):
     lines += [f"{name}: {value}" for name, value in headers.items()]
     # A CR or LF in a value would end its line and start a header of the
     # sender's choosing (request smuggling): only visible ASCII goes out.
-    if not re.fullmatch(r"[!-~]+", target) or \
-            not all(re.fullmatch(r"[ -~]+", line) for line in lines):
+    if not only(target, VISIBLE) or not all(only(line, " " + VISIBLE) for line in lines):
         raise host.EngineError(f"{method} {url.split('?')[0]}: refusing to send a request "
                                "line or header that holds a control character")
     connection = connect(scheme, hostname, port, proxy, tls_context)
@@ -204,7 +220,7 @@ def start_tls(connection, hostname, context):
     """
     import ssl  # loaded already: the context was made with it
 
-    is_address = ":" in hostname or re.fullmatch(r"[0-9.]+", hostname)
+    is_address = ":" in hostname or only(hostname, DIGITS + ".")
     name = None if is_address and not context.check_hostname else hostname
     try:
         return context.wrap_socket(connection, server_hostname=name)
@@ -318,7 +334,7 @@ class Response:
             # invalid Content-Length header field, then the message framing
             # is invalid and the recipient MUST treat it as an unrecoverable
             # error"
-            if len(lengths) != 1 or not re.fullmatch(r"[0-9]+", min(lengths)):
+            if len(lengths) != 1 or not only(min(lengths), DIGITS):
                 raise ProtocolError(f"{self.where} sent an invalid Content-Length: "
                                     f"{self.headers.get('Content-Length')!r}")
             self.remaining = int(min(lengths))
@@ -389,7 +405,7 @@ class Response:
         line = self.stream.readline(1024)
         # "A recipient MUST ignore unrecognized chunk extensions" (after ";").
         size = line.split(b";")[0].strip()
-        if not line.endswith(b"\n") or not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size):
+        if not line.endswith(b"\n") or len(size) > 16 or not only(size, HEX_DIGITS.encode()):
             raise (ProtocolError if line else IncompleteBody)(
                 f"{self.where} sent an invalid chunk size line: {line[:40]!r}")
         self.remaining = int(size, 16)
@@ -417,10 +433,9 @@ class Headers:
 def read_head(stream, where):
     """Read a status line and header fields; return ``(status, reason, Headers)``."""
     lines = header_lines(stream, where)
-    # status-line = HTTP-version SP status-code SP [ reason-phrase ]  (RFC 9112 §4)
     status_line = next(lines, "")
-    match = STATUS_LINE.fullmatch(status_line)
-    if not match:
+    status = parse_status_line(status_line)
+    if not status:
         raise ProtocolError(f"{where} does not answer in HTTP/1.1: {status_line[:80]!r}")
     fields = []
     for line in lines:
@@ -434,10 +449,25 @@ def read_head(stream, where):
         # field-line = field-name ":" OWS field-value OWS  (RFC 9112 §5), and
         # "Field values containing CR, LF, or NUL characters are invalid and
         # dangerous" (RFC 9110 §5.5).
-        if not colon or not FIELD_NAME.fullmatch(name) or "\r" in value or "\0" in value:
+        if not colon or not only(name, TOKEN) or "\r" in value or "\0" in value:
             raise ProtocolError(f"{where} sent an invalid header line: {line[:80]!r}")
         fields.append((name, value.strip(" \t")))
-    return int(match[1]), match[2] or "", Headers(fields)
+    return *status, Headers(fields)
+
+
+def parse_status_line(line):
+    """``(status, reason)`` of a status line, or None if it is not one.
+
+    status-line = HTTP-version SP status-code SP [ reason-phrase ]
+    (RFC 9112 §4), with a version 1.x and a code from 100 to 999; the
+    reason may be left out, with its space.
+    """
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if len(version) != 8 or not version.startswith("HTTP/1.") or version[7] not in DIGITS \
+            or len(code) != 3 or not only(code, DIGITS) or code[0] == "0":
+        return None
+    return int(code), reason
 
 
 def header_lines(stream, where):
@@ -521,22 +551,43 @@ def basic_header(credentials):
 # URLs: the few parts of RFC 3986 a registry client needs.
 
 def split_url(url):
-    """Split ``http(s)://host[:port]/path?query`` into ``(scheme, host, port, path?query)``."""
-    match = re.match(r"(?i)(https?)://([^/?#]*)([^#]*)", url)
-    if not match:
+    """Split ``http(s)://host[:port]/path?query`` into ``(scheme, host, port, path?query)``.
+
+    The scheme is read whatever its case; a ``#fragment`` is left out.
+    """
+    scheme, separator, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not separator or scheme not in DEFAULT_PORTS:
         raise host.EngineError(f"not an http:// or https:// URL: {url!r}")
-    scheme = match[1].lower()
-    hostname, port = split_authority(match[2], DEFAULT_PORTS[scheme])
-    return scheme, hostname, port, "/" + match[3].removeprefix("/")
+    authority, path = split_at_first(rest, "/?#")
+    hostname, port = split_authority(authority, DEFAULT_PORTS[scheme])
+    return scheme, hostname, port, "/" + path.partition("#")[0].removeprefix("/")
 
 
 def split_authority(authority, default_port=None):
-    """Split ``host[:port]`` (``[::1]:5000`` for IPv6) into the host name and the port."""
-    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::([0-9]{1,5}))?",
-                         authority)
-    if not match or (match[3] and not 0 < int(match[3]) < 65536):
+    """Split ``host[:port]`` (``[::1]:5000`` for IPv6) into the host name and the port.
+
+    A name is letters, digits, ``.``, ``_`` and ``-``; an IPv6 address in
+    brackets is hex digits, ``:`` and ``.``; a port is 1 to 65535.
+    """
+    if authority.startswith("["):
+        hostname, bracket, rest = authority[1:].partition("]")
+        valid = bracket and only(hostname, HEX_DIGITS + ":.")
+    else:
+        hostname, colon, port = authority.partition(":")
+        rest = colon + port
+        valid = only(hostname, LETTERS + DIGITS + "._-")
+    port = rest[1:]
+    if not valid or rest and (rest[0] != ":" or len(port) > 5 or not only(port, DIGITS)
+                              or not 0 < int(port) < 65536):
         raise host.EngineError(f"invalid host name or port: {authority!r}")
-    return (match[1] or match[2]).lower(), int(match[3]) if match[3] else default_port
+    return hostname.lower(), int(port) if port else default_port
+
+
+def split_at_first(text, characters):
+    """Split ``text`` where the first of ``characters`` is (that one starts the second part)."""
+    end = min((index for index in map(text.find, characters) if index >= 0), default=len(text))
+    return text[:end], text[end:]
 
 
 def join_authority(hostname, port, default_port=None):
@@ -548,8 +599,11 @@ def join_authority(hostname, port, default_port=None):
 def resolve_url(base, location):
     """The absolute URL a ``Location`` header means, read from ``base`` (RFC 3986 §5.2)."""
     scheme, _, rest = base.partition("://")
-    authority, path = re.match(r"([^/?#]*)([^?#]*)", rest).groups()
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", location):
+    authority, rest = split_at_first(rest, "/?#")
+    path, _ = split_at_first(rest, "?#")
+    # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ), then ":" (RFC 3986 §3.1)
+    other_scheme, colon, _ = location.partition(":")
+    if colon and other_scheme[:1] in LETTERS and only(other_scheme, LETTERS + DIGITS + "+-."):
         return location
     if location.startswith("//"):
         return f"{scheme}:{location}"
@@ -562,11 +616,19 @@ def resolve_url(base, location):
 
 def percent_encode(text):
     """Escape all but letters, digits and ``-._~`` as ``%XX`` (RFC 3986 §2.3)."""
-    return re.sub(r"[^A-Za-z0-9._~-]",
-                  lambda match: "".join(f"%{byte:02X}" for byte in match[0].encode()), text)
+    return "".join(character if character in UNRESERVED else
+                   "".join(f"%{byte:02X}" for byte in character.encode()) for character in text)
 
 
 def percent_decode(text):
-    """Undo :func:`percent_encode` (in a proxy URL's user name and password)."""
-    return re.sub(rb"%([0-9A-Fa-f]{2})", lambda match: bytes.fromhex(match[1].decode()),
-                  text.encode()).decode(errors="replace")
+    """Undo :func:`percent_encode` (in a proxy URL's user name and password).
+
+    A ``%`` not followed by two hex digits stays as it is.
+    """
+    first, *rest = text.encode().split(b"%")
+    pieces = [first]
+    for piece in rest:
+        escape = piece[:2]
+        pieces.append(bytes([int(escape, 16)]) + piece[2:]
+                      if len(escape) == 2 and only(escape, HEX_DIGITS.encode()) else b"%" + piece)
+    return b"".join(pieces).decode(errors="replace")

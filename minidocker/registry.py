@@ -46,7 +46,6 @@ Docker's ``/etc/docker/daemon.json``) or the environment:
 import contextlib
 import hashlib
 import os
-import re
 import socket
 import sys
 import time
@@ -565,7 +564,10 @@ def logout(server):
 def normalise_server(server):
     """``docker login`` with no server, or any spelling of Docker Hub, is docker.io."""
     server = (server or DOCKER_HUB).strip()
-    server = re.sub(r"^https?://", "", server).rstrip("/")
+    scheme, separator, rest = server.partition("://")
+    if separator and scheme in ("http", "https"):
+        server = rest
+    server = server.rstrip("/")
     server = server.removesuffix("/v1").removesuffix("/v2")
     if server in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
         return DOCKER_HUB
@@ -638,7 +640,7 @@ def registry_mirrors():
     mirrors = []
     for mirror in listed:
         text = mirror.strip()
-        if not re.match(r"^https?://", text):
+        if not text.startswith(("http://", "https://")):
             raise host.EngineError(f"registry mirror {text!r} must start with http:// or https://")
         scheme, _, rest = text.rstrip("/").partition("://")
         address, slash, path = rest.partition("/")
@@ -1115,11 +1117,34 @@ def parse_challenge(header):
     if not scheme:
         return None
     challenge = {"scheme": scheme.lower()}
-    for key, value in re.findall(r'(\w+)="([^"]*)"', rest):
+    for key, value in quoted_parameters(rest):
         challenge[key.lower()] = value
     if challenge["scheme"] == "bearer" and "realm" not in challenge:
         raise host.EngineError(f"the registry's bearer challenge names no realm: {header!r}")
     return challenge
+
+
+def quoted_parameters(text):
+    """The ``name="value"`` pairs in ``text``, in order.
+
+    A name is a run of word characters (letters, digits, ``_``) right
+    before ``="``; the value runs to the next ``"``.  Text between the
+    pairs (``,`` and spaces, or anything else) is passed over.
+    """
+    pairs, position = [], 0
+    while (equals := text.find('="', position)) != -1:
+        start = equals
+        while start > position and (text[start - 1].isalnum() or text[start - 1] == "_"):
+            start -= 1
+        end = text.find('"', equals + 2)
+        if end == -1:
+            break   # no value ends: no later pair can either
+        if start == equals:
+            position = equals + 1   # no name: a pair may still start inside what follows
+            continue
+        pairs.append((text[start:equals], text[equals + 2:end]))
+        position = end + 1
+    return pairs
 
 
 def is_transient(error):

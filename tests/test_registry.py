@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import pty
+import re
 import shutil
 import socket
 import stat
@@ -1110,3 +1111,110 @@ def test_a_registry_that_does_not_speak_http_is_a_one_line_error(engine):
         server.stop()
     assert message.strip() == (f"minidocker: cannot reach the registry at {server.address}: "
                                f"{server.address} sent an invalid header line: 'no colon here'")
+
+
+# -- the HTTP client's parsing, against the regular expressions it replaced ------
+
+# http_client reads status lines, header names, ports and URLs with string
+# methods (the re module is not worth its import on a pull).  These were its
+# regular expressions; each function must read every text as its expression did.
+def _regex_status_line(line):
+    match = re.fullmatch(r"HTTP/1\.[0-9] ([1-9][0-9][0-9])(?: (.*))?", line)
+    return match and (int(match[1]), match[2] or "")
+
+
+def _regex_split_url(url):
+    match = re.match(r"(?i)(https?)://([^/?#]*)([^#]*)", url)
+    if not match:
+        return None
+    scheme = match[1].lower()
+    authority = _regex_split_authority(match[2], {"http": 80, "https": 443}[scheme])
+    return authority and (scheme, *authority, "/" + match[3].removeprefix("/"))
+
+
+def _regex_split_authority(authority, default_port=None):
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9._-]+))(?::([0-9]{1,5}))?",
+                         authority)
+    if not match or (match[3] and not 0 < int(match[3]) < 65536):
+        return None
+    return (match[1] or match[2]).lower(), int(match[3]) if match[3] else default_port
+
+
+def _regex_resolve_url(base, location):
+    scheme, _, rest = base.partition("://")
+    authority, path = re.match(r"([^/?#]*)([^?#]*)", rest).groups()
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", location):
+        return location
+    if location.startswith("//"):
+        return f"{scheme}:{location}"
+    if location.startswith("/"):
+        return f"{scheme}://{authority}{location}"
+    if location.startswith("?"):
+        return f"{scheme}://{authority}{path}{location}"
+    return f"{scheme}://{authority}{path.rpartition('/')[0]}/{location}"
+
+
+def _either(function, *arguments):
+    from minidocker import host
+
+    try:
+        return function(*arguments)
+    except host.EngineError:
+        return None
+
+
+@pytest.mark.ch4
+def test_the_http_client_reads_every_text_as_its_regular_expressions_did():
+    import random
+
+    from minidocker import http_client, registry
+
+    generator = random.Random(4)
+
+    def texts(alphabet, fixed, count=20000, longest=14):
+        return fixed + ["".join(generator.choice(alphabet) for _ in range(generator.randint(0, longest)))
+                        for _ in range(count)]
+
+    def compare(name, ours, theirs, cases):
+        wrong = [(case, ours(*case), theirs(*case)) for case in cases if ours(*case) != theirs(*case)]
+        assert wrong == [], (name, wrong[:5])
+        assert sum(theirs(*case) not in (None, False) for case in cases) > 200, name
+
+    compare("status line", lambda line: http_client.parse_status_line(line) or None,
+            lambda line: _regex_status_line(line) or None,
+            [(line,) for line in texts("HTP/1.0 29\tOKé", ["HTTP/1.1 200 OK", "HTTP/1.0 404",
+                                                           "HTTP/1.1 200 ", "HTTP/2 200 OK",
+                                                           "HTTP/1.1 099 x", "HTTP/1.1 020"])]
+            + [(f"HTTP/1.{generator.choice('019x')} "
+                f"{generator.randint(0, 1200):0{generator.randint(1, 4)}d}"
+                f"{generator.choice(['', ' ', ' OK', '  x', chr(9) + 'OK'])}",) for _ in range(5000)])
+    compare("header name", lambda name: http_client.only(name, http_client.TOKEN),
+            lambda name: bool(re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name)),
+            [(name,) for name in texts("aZ9-_!:(é \t\"~`^", ["Content-Type", "X-Y", ""])])
+    compare("visible", lambda text: http_client.only(text, " " + http_client.VISIBLE),
+            lambda text: bool(re.fullmatch(r"[ -~]+", text)),
+            [(text,) for text in texts("a ~\x7f\x1f\r\n\té!", [""])])
+    compare("authority", lambda text: _either(http_client.split_authority, text),
+            _regex_split_authority,
+            [(text,) for text in texts("aZ0.9_-:[]f%é", ["[::1]:5000", "host:65535", "h:65536",
+                                                        "h:0", "h:00080", "[::1]", "h:"])])
+    # ASCII: the old expression's (?i) also took "httpſ" (U+017F) for https.
+    compare("url", lambda url: _either(http_client.split_url, url), _regex_split_url,
+            [(generator.choice(["http://", "HTTPS://", "hTtp://", "https:/", "ftp://", "h"])
+              + tail,) for tail in texts("h:/?#a1[]5", ["h/x", "h:5000/v2/?q#f", "", "h"])])
+    compare("resolve", http_client.resolve_url, _regex_resolve_url,
+            [(base, location) for base, location in zip(
+                texts("h:/?#a.b", ["http://h/a/b?q"], longest=16),
+                texts("a1+.-:/?#h", ["/x", "//h/x", "?q", "x", "http://h/", "a+b:c", "1a:b"]))])
+    compare("percent-decode", http_client.percent_decode,
+            lambda text: re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes.fromhex(m[1].decode()),
+                                text.encode()).decode(errors="replace"),
+            [(text,) for text in texts("%4a1fGé ", ["%41", "%%41", "%4%41", "%e2%82%ac", "%"])])
+    compare("percent-encode", http_client.percent_encode,
+            lambda text: re.sub(r"[^A-Za-z0-9._~-]",
+                                lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), text),
+            [(text,) for text in texts("aZ9._~-/ :é€%", ["sha256:ab", "repository:a/b:pull"])])
+    compare("challenge", registry.quoted_parameters,
+            lambda text: re.findall(r'(\w+)="([^"]*)"', text),
+            [(text,) for text in texts('ab_é٣="=, ', ['realm="x",service="y"', '="a b="c"',
+                                                       'x="a=" y="b"', 'a="x'])])
