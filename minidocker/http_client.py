@@ -23,10 +23,7 @@ The engine has this client of its own instead of Python's ``http.client``
 and ``urllib``: http.client brings the whole ``email`` package to parse
 headers, urllib.request comes on top and urllib.parse brings
 ``ipaddress``, which together cost a pull some 30 to 50 ms of imports
-before its first byte is sent.  For the same reason it reads the few
-shapes it must check (a status line, a header name, a port) with string
-methods and sets of characters, not the ``re`` module (with ``enum``,
-which it loads, ~8 ms of a pull).  A registry needs little of them: a request
+before its first byte is sent.  A registry needs little of them: a request
 line and headers out; a status line, headers and a body (with a
 Content-Length, in chunks, or up to the close) back; redirects; a tunnel
 through a proxy; TLS through :mod:`ssl`, imported only when the first HTTPS
@@ -34,10 +31,17 @@ request needs it.  The client keeps what urllib did (no Authorization
 header after a redirect, HTTP errors come back as responses, the proxy
 variables read as urllib reads them) and adds what urllib did not: limits
 on the header section, and no control character in what it sends.
+
+For the same reason it reads the few shapes it must check (a status line,
+a header name, a port, a URL) with string methods and sets of characters,
+not the ``re`` module; and it speaks to ``_socket``, the C module under
+``socket``, whose Python half brings ``enum`` and ``selectors`` for what a
+client does not use.  The two cost every pull ~8 ms of imports.
 """
 
+import _socket
+import io
 import os
-import socket
 
 from minidocker import host
 
@@ -67,6 +71,10 @@ def only(text, characters):
     return bool(text) and not text.strip(characters)
 
 
+#: getaddrinfo(3) failed: the host name does not resolve (``socket.gaierror``).
+LookupFailed = _socket.gaierror
+
+
 class ProtocolError(host.EngineError):
     """The server's answer cannot be read as HTTP/1.1; the message says why."""
 
@@ -91,7 +99,7 @@ def describe_error(error):
     """An error that stopped a request, in the few words a message shows."""
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(error, socket.gaierror):
+    if isinstance(error, LookupFailed):
         return f"cannot resolve the host name ({error.strerror})"
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
@@ -160,11 +168,10 @@ def send_once(method, url, headers, body, tls_context):
 def connect(scheme, hostname, port, proxy, tls_context):
     """A TCP connection to the server, or to the proxy; TLS on top for https."""
     if proxy is None:
-        connection = socket.create_connection((_lookup_name(hostname), port), timeout=TIMEOUT)
+        connection = open_connection(hostname, port)
     else:
         try:
-            connection = socket.create_connection((_lookup_name(proxy.host), proxy.port),
-                                                  timeout=TIMEOUT)
+            connection = open_connection(proxy.host, proxy.port)
         except OSError as error:
             raise ProxyFailed(f"{describe_error(error)} (the proxy {proxy.address})") from error
     if scheme == "http":
@@ -192,11 +199,48 @@ def open_tunnel(connection, hostname, port, proxy):
     # 2xx (Successful) response to a CONNECT request implies that the
     # connection will become a tunnel immediately after the empty line that
     # concludes the header fields" (RFC 9112 §6.3).
-    with connection.makefile("rb", buffering=0) as stream:
+    with Received(connection) as stream:
         status, reason, _ = read_head(stream, proxy.address)
     if not 200 <= status < 300:
         raise ProxyFailed(f"the proxy {proxy.address} would not open a tunnel to "
                           f"{authority}: {status} {reason}")
+
+
+def open_connection(hostname, port):
+    """A TCP connection to ``hostname:port``, as ``socket.create_connection`` makes it.
+
+    Each address getaddrinfo(3) gives for the name is tried in turn; if
+    none answers, the first one's error is raised.
+    """
+    errors = []
+    for family, kind, protocol, _, address in _socket.getaddrinfo(
+            _lookup_name(hostname), port, 0, _socket.SOCK_STREAM):
+        connection = _socket.socket(family, kind, protocol)
+        try:
+            connection.settimeout(TIMEOUT)
+            connection.connect(address)
+            return connection
+        except OSError as error:
+            connection.close()
+            errors.append(error)
+    raise errors[0] if errors else OSError(f"no address for {hostname}")
+
+
+class Received(io.RawIOBase):
+    """What a connection receives, as a stream (``socket.makefile("rb")`` without socket.py).
+
+    Unbuffered as it is; ``io.BufferedReader(Received(connection))`` reads
+    ahead.  Closing it leaves the connection open.
+    """
+
+    def __init__(self, connection):
+        self.connection = connection
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self.connection.recv_into(buffer)
 
 
 def _lookup_name(hostname):
@@ -245,7 +289,7 @@ def speaks_tls(url):
     scheme, hostname, port, _ = split_url(url)
     if proxy_for(scheme, hostname, port):
         return True
-    connection = socket.create_connection((_lookup_name(hostname), port), timeout=TIMEOUT)
+    connection = open_connection(hostname, port)
     answer = b""
     try:
         connection.sendall(client_hello())
@@ -296,7 +340,7 @@ class Response:
 
     def __init__(self, connection, method, where):
         self.connection, self.where = connection, where
-        self.stream = connection.makefile("rb", buffering=64 * 1024)
+        self.stream = io.BufferedReader(Received(connection), 64 * 1024)
         self.chunked, self.remaining, self.finished = False, None, False
         try:
             self.status = 100
