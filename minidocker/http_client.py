@@ -56,6 +56,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # Sets of characters, for only() below.
 DIGITS = "0123456789"
 HEX_DIGITS = DIGITS + "abcdefABCDEF"
+HEX_BYTES = HEX_DIGITS.encode()
 LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 TOKEN = LETTERS + DIGITS + "!#$%&'*+-.^_`|~"     # a field name (RFC 9110 §5.6.2)
 VISIBLE = "".join(map(chr, range(0x21, 0x7f)))    # ASCII's printable characters but space
@@ -65,8 +66,9 @@ UNRESERVED = LETTERS + DIGITS + "-._~"           # what a URL holds unescaped (R
 def only(text, characters):
     """Say whether ``text`` is not empty and made of ``characters`` only.
 
-    (``strip`` takes away the characters of the set from both ends: what
-    is left is a character outside it.)  Works on bytes too.
+    (``strip`` takes away the characters of the set from both ends: if
+    anything is left, it begins with a character outside the set.)  Works
+    on bytes too.
     """
     return bool(text) and not text.strip(characters)
 
@@ -210,9 +212,10 @@ def open_connection(hostname, port):
     """A TCP connection to ``hostname:port``, as ``socket.create_connection`` makes it.
 
     Each address getaddrinfo(3) gives for the name is tried in turn; if
-    none answers, the first one's error is raised.
+    none answers, the last one's error is raised (``localhost`` is ``::1``,
+    then 127.0.0.1: a refusal on the second says more than "IPv6 is off").
     """
-    errors = []
+    last_error = OSError(f"no address for {hostname}")
     for family, kind, protocol, _, address in _socket.getaddrinfo(
             _lookup_name(hostname), port, 0, _socket.SOCK_STREAM):
         connection = _socket.socket(family, kind, protocol)
@@ -222,8 +225,8 @@ def open_connection(hostname, port):
             return connection
         except OSError as error:
             connection.close()
-            errors.append(error)
-    raise errors[0] if errors else OSError(f"no address for {hostname}")
+            last_error = error
+    raise last_error
 
 
 class Received(io.RawIOBase):
@@ -264,12 +267,16 @@ def start_tls(connection, hostname, context):
     """
     import ssl  # loaded already: the context was made with it
 
-    is_address = ":" in hostname or only(hostname, DIGITS + ".")
-    name = None if is_address and not context.check_hostname else hostname
+    name = None if is_address(hostname) and not context.check_hostname else hostname
     try:
         return context.wrap_socket(connection, server_hostname=name)
     except ssl.SSLError as error:
         raise TLSFailed(error) from error
+
+
+def is_address(hostname):
+    """Say whether ``hostname`` is an IP address (an IPv6 one has colons), not a name."""
+    return ":" in hostname or only(hostname, DIGITS + ".")
 
 
 def speaks_tls(url):
@@ -278,13 +285,14 @@ def speaks_tls(url):
     Docker tries an insecure registry over HTTPS first and falls back to
     plain HTTP when TLS fails.  Finding out with :mod:`ssl` costs a pull
     ~10 ms of loading OpenSSL's TLS half before its first request; this
-    asks the same question with a hand-made hello.  "All TLS records begin
-    with the same header": a content type, 22 for a handshake (the
-    server's hello) or 21 for an alert (it refuses ours), then the
-    protocol version, whose first byte is 3 (RFC 8446 §5.1).  A plain HTTP
-    server answers text (``HTTP/1.1 400 Bad Request``) or closes.  Through
-    a proxy the answer would be the proxy's, so there only a real
-    handshake decides: this says True.
+    asks the same question with a hand-made hello.  A TLS server answers
+    in TLS records, and a record (RFC 8446 §5.1, ``TLSPlaintext``) starts
+    with its ``ContentType``, ``handshake(22)`` for the server's hello or
+    ``alert(21)`` if it refuses ours, then a ``legacy_record_version``
+    whose first byte is 3 in every version of TLS.  A plain HTTP server
+    answers text (``HTTP/1.1 400 Bad Request``) or closes.  Through a proxy
+    the answer would be the proxy's, so there only a real handshake
+    decides: this says True.
     """
     scheme, hostname, port, _ = split_url(url)
     if proxy_for(scheme, hostname, port):
@@ -292,7 +300,7 @@ def speaks_tls(url):
     connection = open_connection(hostname, port)
     answer = b""
     try:
-        connection.sendall(client_hello())
+        connection.sendall(client_hello(hostname))
         while len(answer) < 2 and (piece := connection.recv(2 - len(answer))):
             answer += piece
     except (ConnectionResetError, BrokenPipeError):
@@ -302,14 +310,15 @@ def speaks_tls(url):
     return len(answer) == 2 and answer[0] in (21, 22) and answer[1] == 3
 
 
-def client_hello():
+def client_hello(hostname):
     """A TLS 1.2 ClientHello record (RFC 5246 §7.4.1.2) that any TLS server answers.
 
     It offers common cipher suites and says which curves and signatures it
-    takes, as every browser does: a server may refuse it, but only with an
-    alert, which is TLS too.  (A plain HTTP server reads it as a request
-    line, which the supported-groups extension's type, 0x000a, ends with a
-    line feed.)
+    takes, as every browser does, and names the server (RFC 6066 §3) when
+    ``hostname`` is a name, not an address: a server may refuse it, but
+    only with an alert, which is TLS too.  (A plain HTTP server reads it as
+    a request line, which its first 0x0a byte ends: at the latest the one
+    in the supported-groups extension's type, 0x000a.)
     """
     def vector(data, length_bytes=2):
         return len(data).to_bytes(length_bytes, "big") + data
@@ -323,6 +332,9 @@ def client_hello():
                   + numbers(0x000b) + vector(vector(b"\0", 1))                       # points
                   + numbers(0x000d) + vector(vector(numbers(                          # signatures
                       0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601))))
+    if not is_address(hostname):
+        # server_name: a list of one (NameType host_name(0), HostName)
+        extensions += numbers(0x0000) + vector(vector(b"\0" + vector(hostname.encode())))
     hello = (numbers(0x0303) + os.urandom(32) + vector(b"", 1) + vector(suites)
              + vector(b"\0", 1) + vector(extensions))
     handshake = b"\x01" + vector(hello, 3)     # HandshakeType client_hello
@@ -449,7 +461,7 @@ class Response:
         line = self.stream.readline(1024)
         # "A recipient MUST ignore unrecognized chunk extensions" (after ";").
         size = line.split(b";")[0].strip()
-        if not line.endswith(b"\n") or len(size) > 16 or not only(size, HEX_DIGITS.encode()):
+        if not line.endswith(b"\n") or len(size) > 16 or not only(size, HEX_BYTES):
             raise (ProtocolError if line else IncompleteBody)(
                 f"{self.where} sent an invalid chunk size line: {line[:40]!r}")
         self.remaining = int(size, 16)
@@ -674,5 +686,5 @@ def percent_decode(text):
     for piece in rest:
         escape = piece[:2]
         pieces.append(bytes([int(escape, 16)]) + piece[2:]
-                      if len(escape) == 2 and only(escape, HEX_DIGITS.encode()) else b"%" + piece)
+                      if len(escape) == 2 and only(escape, HEX_BYTES) else b"%" + piece)
     return b"".join(pieces).decode(errors="replace")

@@ -1141,8 +1141,9 @@ def parse_challenge(header):
 def quoted_parameters(text):
     """The ``name="value"`` pairs in ``text``, in order.
 
-    A name is a run of word characters (letters, digits, ``_``) right
-    before ``="``; the value runs to the next ``"``.  Text between the
+    A name is a run of word characters right before ``="``: letters and
+    digits of any script, and ``_`` (what a regular expression's word
+    character is).  The value runs to the next ``"``.  Text between the
     pairs (``,`` and spaces, or anything else) is passed over.
     """
     pairs, position = [], 0

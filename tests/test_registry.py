@@ -286,6 +286,32 @@ def test_a_tls_hello_tells_a_tls_server_from_a_plain_one(registry, tls_registry)
             closer.join()
 
 
+def test_the_tls_hello_is_one_a_server_takes(tmp_path, tls_registry):
+    # Not refused with an alert, which would still read as "speaks TLS":
+    # Go's TLS server answers it with its hello (a handshake record), and
+    # Python's (OpenSSL) finds in it the server name it carries.
+    import ssl
+
+    from minidocker import http_client
+
+    server, _ = tls_registry
+    with socket.create_connection(("127.0.0.2", server.port)) as connection:
+        connection.sendall(http_client.client_hello("127.0.0.2"))
+        assert connection.recv(1) == bytes([22])
+    _, certificate, key = make_certificates(str(tmp_path), "127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    names = []
+    context.sni_callback = lambda _, name, __: names.append(name)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_side=True)
+    incoming.write(http_client.client_hello("registry.example"))
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()   # it answered, and waits for the client's next message
+    assert names == ["registry.example"]
+    assert outgoing.read(1) == bytes([22])
+
+
 #: What a pull from a plain-HTTP registry does without (http_client.py's
 #: docstring): ssl thanks to the hand-made TLS hello, the rest by reading
 #: with string methods and speaking to _socket.
