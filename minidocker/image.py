@@ -764,8 +764,10 @@ class _Gunzip:
 class _Hashing:
     """A stream that computes the SHA-256 of everything read through it.
 
-    It asks the stream below for a MiB at a time (gzip gives back what one
-    piece of the blob inflates to) and hashes each piece once.  What a
+    It asks the stream below for up to 4 MiB at a time and hashes each
+    piece once.  (gzip inflates a MiB of the blob per step, and a layer's
+    tar rarely compresses more than 4 to 1: so each step takes all the
+    compressed bytes it was given, and zlib keeps no copy of a rest.)  What a
     read does not take waits for the next read: the tar reader's 512-byte
     headers cost no call below, and a file's content comes back as views
     of the pieces, to be written as they are.  (An ``io.BufferedReader``
@@ -783,7 +785,7 @@ class _Hashing:
 
     def read(self, size):
         if self.position == len(self.piece):
-            self.piece, self.position = self.stream.read(1 << 20), 0
+            self.piece, self.position = self.stream.read(1 << 22), 0
             self.hash.update(self.piece)
         start = self.position
         self.position = min(start + size, len(self.piece))
