@@ -988,9 +988,12 @@ def resolve_user(root, user):
             gid = int(group)
         else:
             raise host.EngineError(f"unable to find group {group}: no matching entries in group file")
+    # A group line the kernel could not take (a GID that is not a number,
+    # or above 2**32 - 2) gives no supplementary group.
     groups = sorted({int(fields[2]) for fields in group_file
                      if len(fields) >= 4 and user_name and user_name in fields[3].split(",")
-                     and fields[2].isdigit()} - {gid})
+                     and fields[2].isascii() and fields[2].isdigit()
+                     and int(fields[2]) <= 2**32 - 2} - {gid})
     if uid > 2**32 - 2 or gid > 2**32 - 2:
         raise host.EngineError(f"invalid user: {user}")
     return uid, gid, groups, home

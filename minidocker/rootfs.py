@@ -625,6 +625,8 @@ def resolve(root, path, create=None, limit=40):
     starts again at ``root`` and ``..`` never climbs above it.  With
     ``create`` ("directory" or "file"), missing components are made.
     """
+    if "\0" in path:   # an image config's JSON can hold one; no path can
+        raise host.EngineError(f"{path[:60]!r}: a path in the container cannot hold a NUL byte")
     parts = [part for part in path.split("/") if part not in ("", ".")]
     current = root
     links_followed = 0
@@ -684,11 +686,11 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
                  capabilities=DEFAULT_CAPABILITIES, no_new_privileges=False):
     """Become the user's command; never returns.
 
-    The group IDs, the supplementary groups and a real UID that is not 0
-    are set here, with Python's ``os`` (see :func:`steps_to_the_command`
-    for why the real UID).  Python can neither drop capabilities nor set
-    ``no_new_privs`` without ctypes, so the last steps are two host tools,
-    each exec'ing the next:
+    The supplementary groups, the group IDs and, where CAP_SETUID stays, a
+    real UID that is not 0 are set here, with Python's ``os`` (see
+    :func:`steps_to_the_command` for why).  Python can neither drop
+    capabilities nor set ``no_new_privs`` without ctypes, so the last steps
+    are two host tools, each exec'ing the next:
 
     * ``setpriv`` limits the capability bounding set (capabilities(7): "the
       bounding set [...] limits the capabilities that can be gained during
@@ -714,17 +716,22 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
         argv, tools, workdir=workdir, uid=uid, gid=gid, groups=groups,
         capabilities=capabilities, no_new_privileges=no_new_privileges)
     keep_only_standard_descriptors(keep)
-    # Still root with every capability: the groups first, the UIDs last (the
-    # effective one stays 0, so the capabilities stay for setpriv's exec).
-    # The saved ID follows the effective one, as setpriv's options set it.
-    host.call(3, f"setgroups({list(groups)})", os.setgroups, list(groups))
-    real, effective = group_ids
-    host.call(3, f"setresgid({real}, {effective}, {effective})",
-              os.setresgid, real, effective, effective)
-    if user_ids:
-        real, effective = user_ids
-        host.call(3, f"setresuid({real}, {effective}, {effective})",
-                  os.setresuid, real, effective, effective)
+    # Still root with every capability: the groups first, the UIDs last.
+    # The effective UID stays 0, so setpriv's execve gives it every
+    # capability of the bounding set, to limit that set.  The saved ID
+    # follows the effective one, as setpriv's own options set it.
+    try:
+        host.call(3, f"setgroups({list(groups)})", os.setgroups, list(groups))
+        real, effective = group_ids
+        host.call(3, f"setresgid({real}, {effective}, {effective})",
+                  os.setresgid, real, effective, effective)
+        if user_ids:
+            real, effective = user_ids
+            host.call(3, f"setresuid({real}, {effective}, {effective})",
+                      os.setresuid, real, effective, effective)
+    except (OSError, OverflowError) as error:
+        raise host.EngineError(f"cannot take the user's IDs ({uid}:{gid}, groups {list(groups)}):"
+                               f" {error}", exit_code=126)
     host.narrate(3, " ".join(chain))
     try:
         os.execve(tools["setpriv"].path_for_owner, chain, environment)

@@ -439,6 +439,31 @@ def test_a_user_that_does_not_exist_is_a_clear_error(engine, fake, busybox_tar):
     assert engine.ok("ps", "-aq") == ""
 
 
+@pytest.mark.parametrize("change,code", [({"Cmd": ["a\0b"]}, 125), ({"WorkingDir": "/w\0x"}, 125),
+                                         ({"User": "ghost", "__group__": True}, 0)])
+def test_a_nul_in_a_config_path_or_a_group_past_the_kernel_s_range_is_one_line(
+        engine, fake, busybox_tar, change, code):
+    # A NUL was a ValueError from lstat(2)'s wrapper (a traceback); a GID of
+    # 2**32 in /etc/group an OverflowError from setgroups.  The group line
+    # the kernel cannot take now gives no group; Docker's reader skips it too.
+    layers = [busybox_layer(busybox_tar)]
+    if change.pop("__group__", None):
+        layers.append(layer_tar([
+            tar_entry("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n"
+                                         b"ghost:x:1000:1000::/:/bin/sh\n"),
+            tar_entry("etc/group", data=b"root:x:0:\nfar:x:4294967296:ghost\n"
+                                        b"near:x:20:ghost\n")]))
+    hostile.serve_with_config(fake, "evil/config", layers, change)
+    engine.ok("pull", "-q", f"{fake.address}/evil/config")
+    if code:
+        line = fails(engine, "run", "--rm", "--network", "none", f"{fake.address}/evil/config")
+        assert "NUL" in line, line
+    else:
+        assert engine.ok("run", "--rm", "--network", "none", f"{fake.address}/evil/config",
+                         "id", "-G").split() == ["1000", "20"]
+    assert engine.ok("ps", "-aq") == ""
+
+
 def test_an_enormous_env_is_refused_or_run_without_harm(engine, fake, busybox_tar):
     # One variable of 200 KiB is over execve(2)'s MAX_ARG_STRLEN (128 KiB),
     # and 2000 more of 1 KiB pass the limit on all strings together (a
