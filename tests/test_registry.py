@@ -1177,13 +1177,12 @@ def _regex_resolve_url(base, location):
     authority, path = re.match(r"([^/?#]*)([^?#]*)", rest).groups()
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", location):
         return location
-    if location.startswith("//"):
-        return f"{scheme}:{location}"
-    if location.startswith("/"):
-        return f"{scheme}://{authority}{location}"
-    if location.startswith("?"):
-        return f"{scheme}://{authority}{path}{location}"
-    return f"{scheme}://{authority}{path.rpartition('/')[0]}/{location}"
+    # RFC 3986 §5.2.2, in the order the old code tried them ("//" before "/").
+    heads = {"//": f"{scheme}:", "/": f"{scheme}://{authority}",
+             "?": f"{scheme}://{authority}{path}"}
+    head = next((heads[start] for start in heads if location.startswith(start)), None)
+    return head + location if head else \
+        f"{scheme}://{authority}{path.rpartition('/')[0]}/{location}"
 
 
 def _either(function, *arguments):
