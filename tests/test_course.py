@@ -15,7 +15,6 @@ import ast
 import doctest
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile

@@ -588,7 +588,7 @@ def test_no_host_descriptor_leaks_into_pid_1_or_exec(busybox, tmp_path):
     try:
         environment = busybox.environment()
         run = subprocess.run(busybox.command("run", "--rm", "--network", "none", "busybox", "sh",
-                                             "-c", f"ls /proc/1/fd; readlink /proc/1/cwd"),
+                                             "-c", "ls /proc/1/fd; readlink /proc/1/cwd"),
                              capture_output=True, text=True, env=environment, pass_fds=[leaked],
                              timeout=60)
         assert run.stdout.split() == ["0", "1", "2", "/"], run.stdout + run.stderr
