@@ -1405,6 +1405,7 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
     if not container.is_running():
         raise host.EngineError(f"container {container.id} is not running", exit_code=1)
     pid = container.state["Pid"]
+    _wait_until_on_its_root(container, pid)
     root = f"/proc/{pid}/root"
     config = container.config
     uid, gid, groups, home = resolve_user(root, user if user is not None else config["Config"]["User"])
@@ -1461,6 +1462,32 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
         relay.close()
         os.close(terminal[0])
     return _exit_code(os.waitpid(child, 0)[1])
+
+
+def _wait_until_on_its_root(container, pid, timeout=10.0):
+    """Wait until PID 1 stands on the container's root, not the host's.
+
+    A container is "running" as soon as PID 1 exists, and PID 1 then
+    builds the container's root while it still stands on the host's,
+    until the chroot of its last step.  Until then ``/proc/PID/root`` is
+    the host's ``/``: a process joining then would look up the user, the
+    workdir and the command among the host's files, and chroot into the
+    host's root.  PID 1's chain also relies on this wait (see
+    :func:`rootfs.steps_to_the_command`).
+    """
+    host_root = os.stat("/")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            root = os.stat(f"/proc/{pid}/root")
+        except OSError:
+            raise host.EngineError(f"container {container.id} is not running", exit_code=1)
+        if (root.st_dev, root.st_ino) != (host_root.st_dev, host_root.st_ino):
+            return
+        if time.monotonic() > deadline:
+            raise host.EngineError(f"container {container.id} has not finished starting after "
+                                   f"{timeout:.0f} s", exit_code=126)
+        time.sleep(0.002)
 
 
 def _wait_until_past_sealed_tools(child, timeout=10.0):
@@ -1556,7 +1583,7 @@ def _exec_process(container, argv, environment, workdir, ids, terminal, interact
         uid, gid, groups = ids
         rootfs.exec_command(argv, environment, workdir=workdir, uid=uid, gid=gid, groups=groups,
                             capabilities=capabilities_of(container),
-                            no_new_privileges=no_new_privileges(container))
+                            no_new_privileges=no_new_privileges(container), joining=True)
     except BaseException as error:
         _fail_before_exec(error_pipe, error, bug_code=126)
 

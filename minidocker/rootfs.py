@@ -683,11 +683,12 @@ def switch_root(merged):
 
 
 def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
-                 capabilities=DEFAULT_CAPABILITIES, no_new_privileges=False):
+                 capabilities=DEFAULT_CAPABILITIES, no_new_privileges=False, joining=False):
     """Become the user's command; never returns.
 
-    The supplementary groups, the group IDs and, where CAP_SETUID stays, a
-    real UID that is not 0 are set here, with Python's ``os`` (see
+    The supplementary groups and the group IDs are set here, with Python's
+    ``os``; so is, for a process ``joining`` a running container (``exec``)
+    where CAP_SETUID stays, a real UID that is not 0 (see
     :func:`steps_to_the_command` for why).  Python can neither drop
     capabilities nor set ``no_new_privs`` without ctypes, so the last steps
     are two host tools, each exec'ing the next:
@@ -714,7 +715,7 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
         keep.append(tools["nsenter"].descriptor)
     (group_ids, user_ids), chain = steps_to_the_command(
         argv, tools, workdir=workdir, uid=uid, gid=gid, groups=groups,
-        capabilities=capabilities, no_new_privileges=no_new_privileges)
+        capabilities=capabilities, no_new_privileges=no_new_privileges, joining=joining)
     keep_only_standard_descriptors(keep)
     # Still root with every capability: the groups first, the UIDs last.
     # The effective UID stays 0, so setpriv's execve gives it every
@@ -740,7 +741,7 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
 
 
 def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities,
-                         no_new_privileges):
+                         no_new_privileges, joining=False):
     """Return the IDs to take, and the ``setpriv ... -- nsenter ... -- COMMAND`` list.
 
     The IDs are ``((real GID, effective GID), (real UID, effective UID))``;
@@ -755,9 +756,10 @@ def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities
     has chrooted: ptrace(2)'s access mode check refuses it to another
     process only if the target is not "dumpable", and execve(2) makes a
     program non-dumpable when its "effective user ID is not the same as
-    its real user ID".  So setpriv and nsenter get a real UID that is not
-    0 (the user's, or nobody's for root) while the effective one stays 0,
-    and nsenter's ``--setuid`` sets all of them after the chroot.
+    its real user ID".  So for a process ``joining`` the container,
+    setpriv and nsenter get a real UID that is not 0 (the user's, or
+    nobody's for root) while the effective one stays 0, and nsenter's
+    ``--setuid`` sets all of them after the chroot.
 
     Putting the IDs right needs CAP_SETUID in the bounding set (setuid(2):
     without it only the effective ID changes).  Without it, a different
@@ -765,6 +767,14 @@ def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities
     ``--setgid``, which also clears the supplementary groups, so it serves
     only a user who has none.  With neither, nsenter stays dumpable, and
     the trace says so.
+
+    The price: such an execve(2) is also a "secure" one (AT_SECURE), and
+    glibc's loader then drops ``LD_LIBRARY_PATH``, ``LD_PRELOAD``,
+    ``TMPDIR``, ``TZDIR`` and a dozen more from the environment the
+    command inherits, where Docker keeps them.  PID 1's own chain pays
+    none of it: no other process is in the container while it runs,
+    because ``exec`` waits until PID 1 stands on the container's root
+    (``container.execute``).
     """
     if uid and "setuid" not in capabilities:
         # The effective UID must stay 0 until nsenter (setpriv's exec gives
@@ -775,7 +785,9 @@ def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities
     chain = ["setpriv", "--bounding-set=-all" + "".join(f",+{name}" for name in capabilities)]
     identity = [f"--setuid={uid}"]
     user_ids = None
-    if "setuid" in capabilities:
+    if not joining:
+        group_ids = (gid, gid)
+    elif "setuid" in capabilities:
         group_ids, user_ids = (gid, gid), (uid or NOBODY, 0)
     elif "setgid" in capabilities and not groups:
         group_ids = (gid, gid + 1 if gid < NOBODY else gid - 1)

@@ -382,6 +382,39 @@ def test_exec_exit_status_user_workdir_env_and_stdin(busybox):
     assert wait_for(lambda: busybox.run("exec", "box", "cat", "/tmp/detached").stdout == "made\n")
 
 
+def test_run_keeps_the_variables_a_secure_exec_would_drop(busybox):
+    # PID 1's chain used to run setpriv and nsenter with a real UID that is
+    # not the effective one (AT_SECURE), and glibc then dropped these from
+    # the command's environment; Docker keeps them (images set
+    # LD_LIBRARY_PATH in their ENV).
+    variables = {"LD_LIBRARY_PATH": "/opt/lib", "TMPDIR": "/scratch", "TZDIR": "/zones",
+                 "LOCPATH": "/locales", "RES_OPTIONS": "ndots:2"}
+    arguments = [item for name, value in variables.items() for item in ("-e", f"{name}={value}")]
+    output = busybox.ok("run", "--rm", "--network", "none", *arguments, "busybox", "env")
+    found = dict(line.partition("=")[::2] for line in output.splitlines())
+    assert {name: found.get(name) for name in variables} == variables
+    output = busybox.ok("run", "--rm", "--network", "none", "-u", "1000", *arguments,
+                        "busybox", "env")
+    assert "LD_LIBRARY_PATH=/opt/lib" in output.splitlines()
+
+
+def test_exec_waits_until_pid_1_stands_on_the_container_s_root():
+    # Until its last chroot, a starting container's PID 1 stands on the
+    # host's root; exec must not join it there.  This process stands on
+    # the host's root too: exec would wait, then give up.
+    from minidocker import container, host
+
+    class Starting:
+        id = "f" * 64
+
+    started = time.monotonic()
+    with pytest.raises(host.EngineError, match="has not finished starting") as raised:
+        container._wait_until_on_its_root(Starting(), os.getpid(), timeout=0.2)
+    assert raised.value.exit_code == 126 and time.monotonic() - started >= 0.2
+    with pytest.raises(host.EngineError, match="is not running"):
+        container._wait_until_on_its_root(Starting(), 2**22 + 1, timeout=0.2)
+
+
 def test_exec_d_stays_a_child_of_the_engine_which_reaps_it(busybox):
     # Orphaned when the command line returned, an exec -d process went to
     # the reaper of the command line's PID namespace, the host's: on this
