@@ -22,6 +22,7 @@ are reused.
 import os
 import _signal  # not signal, nor json, re or contextlib: see host.py
 import _socket
+import stat
 import struct
 import sys
 import time
@@ -1000,11 +1001,19 @@ def resolve_user(root, user):
 
 
 def read_colon_file(root, path):
+    """The lines of ``/etc/passwd`` or ``/etc/group`` in the root, split at the colons.
+
+    Only a regular file is read: a FIFO there would stop the engine (an
+    ``exec`` reads it from the host), and a device would be read forever.
+    """
     try:
-        with open(rootfs.resolve(root, path), errors="replace") as handle:
-            return [line.rstrip("\n").split(":") for line in handle if not line.startswith("#")]
+        descriptor = os.open(rootfs.resolve(root, path), os.O_RDONLY | os.O_NONBLOCK)
     except (OSError, host.EngineError):
         return []
+    with open(descriptor, errors="replace") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return []
+        return [line.rstrip("\n").split(":") for line in handle if not line.startswith("#")]
 
 
 def start_detached(container, terminal_size=None, client_coming=False):
@@ -1427,6 +1436,11 @@ def execute(container, argv, *, interactive=False, tty=False, env=(), workdir=No
                                exit_code=126)
     rootfs.find_command(root, argv[0], environment.get("PATH", DEFAULT_PATH))
     terminal = rootfs.open_terminal(root, terminal_size or (24, 80)) if tty else None
+    # The lookups above read the image's files, and may have taken a while:
+    # is that PID still this container's PID 1, on its own root?
+    if not container.is_running():
+        raise host.EngineError(f"container {container.id} is not running", exit_code=1)
+    _wait_until_on_its_root(container, pid)
     process = (container, argv, environment, rootfs.inside_path(root, inside_workdir),
                (uid, gid, groups), terminal, interactive, detach)
     if detach:
@@ -1486,7 +1500,7 @@ def _wait_until_on_its_root(container, pid, timeout=10.0):
             return
         if time.monotonic() > deadline:
             raise host.EngineError(f"container {container.id} has not finished starting after "
-                                   f"{timeout:.0f} s", exit_code=126)
+                                   f"{timeout:g} s", exit_code=126)
         time.sleep(0.002)
 
 

@@ -702,9 +702,9 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
       in the container's ``PATH``.
 
     Both run from sealed in-memory copies (:func:`seal_host_tool`), and
-    while nsenter still stands on the host's root its real UID differs
-    from its effective one, which makes it non-dumpable: see
-    :func:`steps_to_the_command` for why each matters.  (setpriv could set
+    when ``joining``, while nsenter still stands on the host's root its
+    real UID differs from its effective one, which makes it non-dumpable:
+    see :func:`steps_to_the_command` for why each matters.  (setpriv could set
     the IDs too, but it looks each number up as a name first, through the
     host's NSS modules: 0.6 ms of every start.)
     """

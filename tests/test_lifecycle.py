@@ -398,6 +398,38 @@ def test_run_keeps_the_variables_a_secure_exec_would_drop(busybox):
     assert "LD_LIBRARY_PATH=/opt/lib" in output.splitlines()
 
 
+def test_only_a_joining_process_runs_its_tools_with_another_real_uid():
+    # exec's setpriv and nsenter: real UID nobody's, effective 0 (non-dumpable
+    # until nsenter's chroot); PID 1's: the same IDs for both, so that glibc
+    # keeps the command's environment whole.
+    from minidocker import rootfs
+
+    class Tool:
+        path_for_others = "/proc/1/fd/3"
+
+    def ids(joining, capabilities=rootfs.DEFAULT_CAPABILITIES, uid=0, gid=0):
+        return rootfs.steps_to_the_command(
+            ["true"], {"nsenter": Tool()}, workdir="/", uid=uid, gid=gid, groups=(),
+            capabilities=capabilities, no_new_privileges=False, joining=joining)[0]
+
+    assert ids(joining=False) == ((0, 0), None)
+    assert ids(joining=False, uid=1000, gid=1000) == ((1000, 1000), None)
+    assert ids(joining=True) == ((0, 0), (rootfs.NOBODY, 0))
+    assert ids(joining=True, uid=1000, gid=1000) == ((1000, 1000), (1000, 0))
+    without_setuid = [name for name in rootfs.DEFAULT_CAPABILITIES if name != "setuid"]
+    assert ids(joining=True, capabilities=without_setuid) == ((0, 1), None)
+
+
+def test_a_fifo_for_etc_passwd_does_not_stop_exec(busybox):
+    # exec reads the container's /etc/passwd from the host; a FIFO there
+    # held the command line in open(2) for ever.
+    busybox.ok("run", "-d", "--name", "fifo", "--network", "none", "busybox", "sh", "-c",
+               "rm /etc/passwd && mkfifo /etc/passwd && sleep 100")
+    assert wait_for(lambda: busybox.run("exec", "fifo", "test", "-p", "/etc/passwd",
+                                        timeout=20).returncode == 0)
+    assert busybox.ok("exec", "fifo", "echo", "joined", timeout=20) == "joined\n"
+
+
 def test_exec_waits_until_pid_1_stands_on_the_container_s_root():
     # Until its last chroot, a starting container's PID 1 stands on the
     # host's root; exec must not join it there.  This process stands on
