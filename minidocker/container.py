@@ -975,8 +975,9 @@ def resolve_user(root, user):
     entry = next((fields for fields in passwd
                   if len(fields) >= 6 and (fields[0] == name or fields[2] == name)), None)
     if entry:
-        uid, gid, home, user_name = int(entry[2]), int(entry[3]), entry[5] or "/", entry[0]
-    elif name.isdigit():
+        uid, gid, home, user_name = id_number(entry[2]), id_number(entry[3]), entry[5] or "/", \
+            entry[0]
+    elif is_id_number(name):
         uid, gid, home, user_name = int(name), 0 if not group else None, "/", None
     else:
         raise host.EngineError(f"unable to find user {name}: no matching entries in passwd file")
@@ -984,8 +985,8 @@ def resolve_user(root, user):
         match = next((fields for fields in group_file
                       if len(fields) >= 3 and (fields[0] == group or fields[2] == group)), None)
         if match:
-            gid = int(match[2])
-        elif group.isdigit():
+            gid = id_number(match[2])
+        elif is_id_number(group):
             gid = int(group)
         else:
             raise host.EngineError(f"unable to find group {group}: no matching entries in group file")
@@ -993,27 +994,52 @@ def resolve_user(root, user):
     # or above 2**32 - 2) gives no supplementary group.
     groups = sorted({int(fields[2]) for fields in group_file
                      if len(fields) >= 4 and user_name and user_name in fields[3].split(",")
-                     and fields[2].isascii() and fields[2].isdigit()
-                     and int(fields[2]) <= 2**32 - 2} - {gid})
-    if uid > 2**32 - 2 or gid > 2**32 - 2:
+                     and is_id_number(fields[2]) and int(fields[2]) <= MAX_ID} - {gid})
+    if uid > MAX_ID or gid > MAX_ID:
         raise host.EngineError(f"invalid user: {user}")
     return uid, gid, groups, home
+
+
+#: The largest user or group ID (2**32 - 1 is "no ID" to the kernel's calls).
+MAX_ID = 2**32 - 2
+
+
+def is_id_number(text):
+    """Say whether ``text`` is written as an ID: ASCII digits (``int`` takes any script's)."""
+    return text.isascii() and text.isdigit()
+
+
+def id_number(text):
+    """A user or group ID field of ``/etc/passwd`` or ``/etc/group``, checked."""
+    if not is_id_number(text) or int(text) > MAX_ID:
+        raise host.EngineError(f"the container's passwd or group file holds an invalid ID: "
+                               f"{text[:20]!r}")
+    return int(text)
 
 
 def read_colon_file(root, path):
     """The lines of ``/etc/passwd`` or ``/etc/group`` in the root, split at the colons.
 
-    Only a regular file is read: a FIFO there would stop the engine (an
-    ``exec`` reads it from the host), and a device would be read forever.
+    Only a regular file is read, and nothing else is even opened: opening
+    a FIFO waits for a writer, and opening a device node the image holds
+    can act on the device (a watchdog starts counting), on the host's side
+    for ``exec``.  So the name is opened with ``O_PATH``, which reads
+    nothing, and reopened through ``/proc/self/fd`` only once it is known
+    to be a regular file.  (``O_NOFOLLOW``: resolve has followed the links.)
     """
     try:
-        descriptor = os.open(rootfs.resolve(root, path), os.O_RDONLY | os.O_NONBLOCK)
+        handle = os.open(rootfs.resolve(root, path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (OSError, host.EngineError):
         return []
-    with open(descriptor, errors="replace") as handle:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
             return []
-        return [line.rstrip("\n").split(":") for line in handle if not line.startswith("#")]
+        with open(f"/proc/self/fd/{handle}", errors="replace") as lines:
+            return [line.rstrip("\n").split(":") for line in lines if not line.startswith("#")]
+    except OSError:
+        return []
+    finally:
+        os.close(handle)
 
 
 def start_detached(container, terminal_size=None, client_coming=False):

@@ -430,6 +430,20 @@ def test_a_fifo_for_etc_passwd_does_not_stop_exec(busybox):
     assert busybox.ok("exec", "fifo", "echo", "joined", timeout=20) == "joined\n"
 
 
+def test_exec_opens_no_etc_passwd_that_is_not_a_regular_file(busybox):
+    # Opening a device node or a FIFO acts on it (a writer waiting on the
+    # FIFO goes on; a watchdog device starts counting), from the host's side
+    # for exec.  Here the writer marks that somebody opened the FIFO.
+    busybox.ok("run", "-d", "--name", "opened", "--network", "none", "busybox", "sh", "-c",
+               "rm /etc/passwd && mkfifo /etc/passwd && "
+               "(: > /etc/passwd; touch /tmp/opened) & sleep 100")
+    assert wait_for(lambda: busybox.run("exec", "opened", "test", "-p", "/etc/passwd",
+                                        timeout=20).returncode == 0)
+    busybox.ok("exec", "opened", "true", timeout=20)
+    time.sleep(0.2)
+    assert busybox.run("exec", "opened", "test", "-e", "/tmp/opened").returncode == 1
+
+
 def test_exec_waits_until_pid_1_stands_on_the_container_s_root():
     # Until its last chroot, a starting container's PID 1 stands on the
     # host's root; exec must not join it there.  This process stands on
