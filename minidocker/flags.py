@@ -262,8 +262,11 @@ class Parser:
         if argument.type is None:
             return value
         if argument.type is int and not is_whole_number(value):
-            # int() also takes " 3", "3_0" and other scripts' digits; Go's ParseInt does not.
+            # int() also takes " 3" and other scripts' digits, which Go's
+            # ParseInt refuses (pflag's base 0 takes 0x10 and 3_0: not here).
             self.error(f"{what}: not a whole number")
+        if argument.type is int and not -2**63 <= int(value) < 2**63:
+            self.error(f"{what}: value out of range")   # pflag's int is 64 bits
         try:
             return argument.type(value)
         except InvalidValue as error:
@@ -391,6 +394,6 @@ def looks_like_option(word):
 
 
 def is_whole_number(text):
-    """Say whether ``text`` is a whole number as Go's ParseInt reads one: ASCII digits, a sign."""
+    """Say whether ``text`` is a whole number in plain decimal: a sign, then ASCII digits."""
     digits = text[1:] if text[:1] in "+-" else text
     return digits.isascii() and digits.isdigit()

@@ -390,7 +390,9 @@ class Response:
             # invalid Content-Length header field, then the message framing
             # is invalid and the recipient MUST treat it as an unrecoverable
             # error"
-            if len(lengths) != 1 or not only(min(lengths), DIGITS):
+            # (At most 18 digits: int() refuses texts of more than 4,300, and
+            # no body is an exabyte.)
+            if len(lengths) != 1 or not only(min(lengths), DIGITS) or len(min(lengths)) > 18:
                 raise ProtocolError(f"{self.where} sent an invalid Content-Length: "
                                     f"{self.headers.get('Content-Length')!r}")
             self.remaining = int(min(lengths))

@@ -513,7 +513,7 @@ class Store:
             try:
                 unpack(stream, staging)
                 stream.drain()
-            except (EOFError, OSError, ValueError) as error:
+            except (EOFError, OSError, ValueError, OverflowError) as error:
                 # Only now: a pull inflates with _Gunzip and needs no gzip
                 # module (2 ms to load) until it must tell an error apart.
                 import gzip
@@ -731,10 +731,13 @@ class _Gunzip:
         flags = header[3]
         if flags & 4:   # FEXTRA: a two-byte length, then that many bytes
             self._take(int.from_bytes(self._take(2), "little"))
-        for flag in (8, 16):   # FNAME, FCOMMENT: zero-terminated
+        for flag in (8, 16):   # FNAME, FCOMMENT: zero-terminated, of any length
             if flags & flag:
-                while self._take(1) != b"\0":
-                    pass
+                while (end := self.input.find(b"\0")) < 0:
+                    self.input = self.compressed.read(1 << 17)   # all of it the name
+                    if not self.input:
+                        raise EOFError("the gzip stream ends inside a header")
+                self.input = self.input[end + 1:]
         if flags & 2:   # FHCRC
             self._take(2)
         self.inflater = self.zlib.decompressobj(-self.zlib.MAX_WBITS)

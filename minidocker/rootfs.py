@@ -625,8 +625,6 @@ def resolve(root, path, create=None, limit=40):
     starts again at ``root`` and ``..`` never climbs above it.  With
     ``create`` ("directory" or "file"), missing components are made.
     """
-    if "\0" in path:   # an image config's JSON can hold one; no path can
-        raise host.EngineError(f"{path[:60]!r}: a path in the container cannot hold a NUL byte")
     parts = [part for part in path.split("/") if part not in ("", ".")]
     current = root
     links_followed = 0
@@ -641,6 +639,9 @@ def resolve(root, path, create=None, limit=40):
             mode = os.lstat(candidate).st_mode
         except OSError:
             mode = None  # missing, or unreachable: as os.path.lexists says
+        except ValueError:   # an image config's JSON can hold what no path can
+            raise host.EngineError(f"{path[:60]!r}: not a path in the container (a NUL byte, "
+                                   "or a character with no encoding)")
         if mode is not None and stat.S_ISLNK(mode):
             links_followed += 1
             if links_followed > limit:
@@ -738,6 +739,9 @@ def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),
         os.execve(tools["setpriv"].path_for_owner, chain, environment)
     except OSError as error:  # E2BIG: an environment larger than execve(2) takes
         raise host.EngineError(f'exec: "{argv[0]}": {error.strerror}', exit_code=126)
+    except ValueError:   # a NUL in an argument or a variable of the image's config
+        raise host.EngineError(f'exec: "{argv[0]}": an argument or a variable holds a NUL byte '
+                               "or a character with no encoding", exit_code=126)
 
 
 def steps_to_the_command(argv, tools, *, workdir, uid, gid, groups, capabilities,

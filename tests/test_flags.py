@@ -133,10 +133,14 @@ def test_only_the_named_command_is_built_but_every_name_is_known():
     (["commit", "a", "b", "c"], '"minidocker commit" requires at least 1 and at most 2 arguments.'),
     (["top", "a", "b"], '"minidocker top" requires exactly 1 argument.'),
     (["ps", "stray"], '"minidocker ps" accepts no arguments.'),
-    # Whole numbers as Go reads them: no other scripts' digits, spaces or underscores.
+    # Whole numbers in plain decimal: no other scripts' digits or spaces (Go's
+    # ParseInt refuses them too), no underscores (pflag's base 0 would take 3_0).
     (["stop", "-t", "\u0663", "web"], 'invalid argument "\u0663" for "-t" flag: not a whole number'),
     (["stop", "-t", "3_0", "web"], 'invalid argument "3_0" for "-t" flag: not a whole number'),
     (["stop", "-t", " 3", "web"], 'invalid argument " 3" for "-t" flag: not a whole number'),
+    # Beyond 64 bits was an OverflowError in stop's clock arithmetic.
+    (["stop", "-t", "9" * 400, "web"], f'invalid argument "{"9" * 400}" for "-t" flag: '
+                                       "value out of range"),
     (["stop", "-t", "-\u0663", "web"], "flag needs an argument: -t"),
     (["frobnicate"], "'frobnicate' is not a minidocker command"),
     (["image", "frobnicate"], "'frobnicate' is not a minidocker image command"),

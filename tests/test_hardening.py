@@ -265,6 +265,12 @@ BAD_FLAGS = [
     (["-u", "root\n"], "invalid user"),
     (["-v", "vol\n:/x"], "includes invalid characters for a local volume name"),
     (["--bogus\nflag"], "unknown flag: --bogus\\nflag"),
+    # str.isalnum() takes letters and digits of every script; Docker's
+    # [a-zA-Z0-9] does not.
+    (["--name", "wé"], "Invalid container name"),
+    (["--name", "ab٣"], "Invalid container name"),
+    (["-v", "a٣:/x"], "includes invalid characters for a local volume name"),
+    (["-u", "٣"], "invalid user"),
 ]
 
 BAD_REFERENCES = [
@@ -440,6 +446,8 @@ def test_a_user_that_does_not_exist_is_a_clear_error(engine, fake, busybox_tar):
 
 
 @pytest.mark.parametrize("change,code", [({"Cmd": ["a\0b"]}, 125), ({"WorkingDir": "/w\0x"}, 125),
+                                         ({"Cmd": ["\ud800"]}, 125),
+                                         ({"Env": ["A=b\0c"], "Cmd": ["true"]}, 126),
                                          ({"User": "ghost", "__group__": True}, 0)])
 def test_a_nul_in_a_config_path_or_a_group_past_the_kernel_s_range_is_one_line(
         engine, fake, busybox_tar, change, code):
@@ -456,11 +464,41 @@ def test_a_nul_in_a_config_path_or_a_group_past_the_kernel_s_range_is_one_line(
     hostile.serve_with_config(fake, "evil/config", layers, change)
     engine.ok("pull", "-q", f"{fake.address}/evil/config")
     if code:
-        line = fails(engine, "run", "--rm", "--network", "none", f"{fake.address}/evil/config")
+        # A lone surrogate (JSON's "\ud800") was a UnicodeEncodeError, a NUL
+        # in a variable a ValueError from execve: tracebacks both.
+        line = fails(engine, "run", "--rm", "--network", "none", f"{fake.address}/evil/config",
+                     code=code)
         assert "NUL" in line, line
     else:
         assert engine.ok("run", "--rm", "--network", "none", f"{fake.address}/evil/config",
                          "id", "-G").split() == ["1000", "20"]
+    assert engine.ok("ps", "-aq") == ""
+
+
+def test_a_layer_owner_past_the_kernel_s_range_is_one_line(engine, fake):
+    # A pax uid of 2**32 was an OverflowError from fchown(2): a traceback.
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        member = tarfile.TarInfo("far")
+        member.uid, member.size = 2**32, 1
+        archive.addfile(member, io.BytesIO(b"x"))
+    fake.serve_image("evil/owner", "latest", [buffer.getvalue()])
+    line = fails(engine, "pull", "-q", f"{fake.address}/evil/owner")
+    assert "is not a valid" in line, line
+
+
+@pytest.mark.parametrize("uid", [b"abc", "٣".encode()])
+def test_a_passwd_line_whose_id_is_no_number_is_one_line(engine, fake, busybox_tar, uid):
+    # "abc" was a ValueError (a traceback); int() read "٣" as 3.
+    passwd = b"root:x:0:0:root:/root:/bin/sh\nghost:x:" + uid + b":0::/:/bin/sh\n"
+    layers = [busybox_layer(busybox_tar), layer_tar([tar_entry("etc/passwd", data=passwd)])]
+    hostile.serve_with_config(fake, "evil/passwd", layers, {"User": "ghost"})
+    engine.ok("pull", "-q", f"{fake.address}/evil/passwd")
+    line = fails(engine, "run", "--rm", "--network", "none", f"{fake.address}/evil/passwd", "true")
+    assert "invalid ID" in line, line
     assert engine.ok("ps", "-aq") == ""
 
 

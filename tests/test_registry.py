@@ -1019,6 +1019,9 @@ def canned(answer, method="GET", headers=None, body=None, hold=False):
     (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", False,
      "invalid Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", False, "invalid Content-Length"),
+    # int() refuses more than 4,300 digits with a ValueError (it was a traceback).
+    (b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", False,
+     "invalid Content-Length"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", False, "transfer coding"),
 ])
 def test_a_head_that_is_not_http_is_refused_at_once(answer, hold, expected):
