@@ -341,7 +341,7 @@ def fetch_layer(client, repository, descriptor, diff_id, unpack, store, progress
     temporary = store.temporary_file()
     try:
         directory = client.fetch_blob(
-            repository, descriptor, receive, copy_to=temporary, abort=abort, gate=slots,
+            repository, descriptor, receive, gate=slots, copy_to=temporary, abort=abort,
             report=lambda done: progress.bytes(identifier, done, descriptor["size"]))
     except BaseException:
         if os.path.exists(temporary):
@@ -975,22 +975,22 @@ class Client:
         except ShortBlob as error:
             raise host.EngineError(str(error))
 
-    def fetch_blob(self, repository, descriptor, receive, copy_to=None, abort=None,
-                   report=None, gate=None):
+    def fetch_blob(self, repository, descriptor, receive, gate, copy_to=None, abort=None,
+                   report=None):
         """Stream a blob through ``receive(reader)``, checked; return what it returns.
 
         ``reader`` is a :class:`BlobReader`: what ``receive`` reads from it is
         hashed, counted and copied to ``copy_to``, and ``receive`` calls
         ``reader.finish()`` to check size and digest.  A connection that
         drops before the promised size is retried from the start; a wrong
-        digest is not retried.  ``gate`` (a lock or semaphore), if given, is
-        held from the registry's answer to the last byte.
+        digest is not retried.  ``gate`` (a lock or semaphore) is held from
+        the registry's answer to the last byte.
         """
         for attempt in range(1, ATTEMPTS + 1):
             response = self.request("GET", f"/v2/{repository}/blobs/{descriptor['digest']}",
                                     scope=f"repository:{repository}:pull")
             try:
-                with gate or UNGATED, \
+                with gate, \
                         BlobReader(response, descriptor, copy_to, report, abort) as reader:
                     return receive(reader)
             except ShortBlob as error:
@@ -1021,22 +1021,6 @@ class Client:
         response = self.request("PUT", url, scope=scope, data=data, ok=(201, 204),
                                 headers={"Content-Type": "application/octet-stream"})
         response.read()
-
-
-class _Ungated:
-    """The gate of a download that waits for nobody.
-
-    (``contextlib.nullcontext``, whose module is not worth its import here.)
-    """
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exception):
-        return False
-
-
-UNGATED = _Ungated()
 
 
 class ShortBlob(Exception):
