@@ -126,13 +126,6 @@ class Limits:
         if self.cpu_shares is not None and self.cpu_shares < 0:
             raise host.EngineError(
                 f"invalid CPU shares {self.cpu_shares}: the value must not be negative")
-        if self.pids_limit == 1:
-            # minidocker's own rule: after PID 1 has joined its group it
-            # still starts a host tool (mount --move) to switch its root,
-            # so it needs room for one more process.
-            raise host.EngineError(
-                "--pids-limit must be at least 2: minidocker starts a host tool "
-                "from inside the container's cgroup to switch its root")
         if self.cpuset_cpus is not None:
             requested = parse_cpu_list(self.cpuset_cpus)
             online = parse_cpu_list(_read("/sys/devices/system/cpu/online"))

@@ -109,7 +109,7 @@ def tracing():
 
 
 def narrate(chapter, text):
-    """Print one line of the trace: ``[ch3 rootfs] mount --move ...``.
+    """Print one line of the trace: ``[ch3 rootfs] mount --all ...``.
 
     On a terminal the tag is coloured; into a file or a pipe (and when the
     ``NO_COLOR`` convention asks for it) the line is plain text.

@@ -10,10 +10,11 @@ a program who it is on the network (``/etc/hostname``, ``/etc/hosts``,
 Then the process must be made to *stay* there.  chroot(2) alone is not
 enough: "This call does not change the current working directory [...] In
 particular, the superuser can escape from a 'chroot jail' by doing: mkdir
-foo; chroot foo; cd .."  So the engine first *moves* the container's root
-mount on top of ``/`` in its private mount namespace (``mount --move``), and
-only then chroots into it: ``..`` at the top of that tree leads back into
-the container, because the container's root now hides the host's.
+foo; chroot foo; cd .."  So the engine first lays the container's whole
+tree on top of ``/`` in its private mount namespace (the last line of its
+mount table, an ``rbind`` onto ``//``), and only then chroots into it:
+``..`` at the top of that tree leads back into the container, because the
+container's root now hides the host's.
 
 Everything here runs in the child that will become the container's PID 1,
 inside its new mount namespace, except :func:`create` and :func:`remove`,
@@ -345,14 +346,21 @@ def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/"
     table = root_table + mount_table(directory, merged, volumes, target_of, privileged=privileged)
     for path, options in (tmpfs or {}).items():
         table += f"tmpfs {escape(tmpfs_targets[path])} tmpfs {options} 0 0\n"
-    mount_all(table)
+    # The tree goes over / last of all.  Two things must happen before,
+    # and each needs the tree in place first: binds onto files inside a
+    # volume, and the read-only remount (the copy keeps the flag).  When
+    # neither is asked for, the last line of this one table does it.
+    over_root_later = read_only or network_files_under_volumes(merged, target_of)
+    mount_all(table if over_root_later else table + over_root_line(merged))
     workdir_path = resolve(merged, workdir, create="directory")
-    bind_network_files_into_volumes(directory, merged, target_of)
     make_devices(os.path.join(merged, "dev"))
     for device in devices:
         make_device_node(merged, device)
-    if read_only:
-        host.run(["mount", "--no-mtab", "-o", "remount,bind,ro", merged], 3)
+    if over_root_later:
+        later = binds_over_volume_network_files(directory, merged, target_of)
+        if read_only:
+            host.run(["mount", "--no-mtab", "-o", "remount,bind,ro", merged], 3)
+        mount_all(later + over_root_line(merged))
     pty_master = open_terminal(merged, tty_size) if tty_size else None
     return merged, workdir_path, pty_master
 
@@ -370,7 +378,7 @@ def root_mount_table(directory, layers, driver):
     # systemd made / shared our mounts would propagate back to the host.
     table = "none // none rprivate 0 0\n"
     if driver == "vfs":
-        # mount --move needs a mount point, so the copy is bound onto merged.
+        # The read-only remount needs a mount point, so the copy is bound onto merged.
         return table + f"{escape(os.path.join(directory, 'rootfs'))} {escape(merged)} none bind 0 0\n"
     if any(character in directory for character in ",: \t\n\\"):
         raise host.EngineError("for overlay, the engine root's path must not contain "
@@ -458,10 +466,11 @@ def mount_table(directory, merged, volumes, target_of, privileged=False):
     for volume in volumes:
         options = "bind,ro" if volume.get("ReadOnly") else "bind"
         table.append(line(volume["Source"], target_of[volume["Destination"]], "none", options))
+    under_volumes = network_files_under_volumes(merged, target_of)
     for name in NETWORK_FILES:
-        target = resolve(merged, f"/etc/{name}")
-        if not covered_by_volume(target, target_of.values()):
-            table.append(line(os.path.join(directory, name), target, "none", "bind"))
+        if name not in under_volumes:
+            table.append(line(os.path.join(directory, name), resolve(merged, f"/etc/{name}"),
+                              "none", "bind"))
     if privileged:
         return "".join(table)  # Docker's --privileged masks nothing and protects nothing
     for path in MASKED_PATHS:
@@ -485,24 +494,41 @@ def covered_by_volume(path, volume_targets):
                for target in volume_targets)
 
 
-def bind_network_files_into_volumes(directory, merged, volume_targets):
-    """Bind hostname, hosts and resolv.conf over a volume that holds /etc.
+def binds_over_volume_network_files(directory, merged, volume_targets):
+    """Return the fstab lines that bind hostname, hosts and resolv.conf over a volume.
 
     Docker puts these three files on top of everything, volumes included.
     Their mount points now lie in the volume, whose content nobody checked:
     they are resolved inside the container's root like any other path (a
-    link there must not send the bind to a host path), made if missing,
-    and mounted in a second, small table.
+    link there must not send the bind to a host path) and made if missing,
+    so the volume must be mounted first, and these lines go in a second,
+    small table.
     """
-    covered = [name for name in NETWORK_FILES
-               if covered_by_volume(resolve(merged, f"/etc/{name}"), volume_targets.values())]
-    if not covered:
-        return
     table = ""
-    for name in covered:
+    for name in network_files_under_volumes(merged, volume_targets):
         target = resolve(merged, f"/etc/{name}", create="file")
         table += f"{escape(os.path.join(directory, name))} {escape(target)} none bind 0 0\n"
-    mount_all(table)
+    return table
+
+
+def network_files_under_volumes(merged, volume_targets):
+    """Return the names in NETWORK_FILES whose path a volume covers, as mounted so far."""
+    return [name for name in NETWORK_FILES if volume_targets and
+            covered_by_volume(resolve(merged, f"/etc/{name}"), volume_targets.values())]
+
+
+def over_root_line(merged):
+    """Return the fstab line that lays the finished tree over ``/``.
+
+    ``rbind`` copies ``merged`` with every mount under it, and ``//`` names
+    the root as a target that ``mount --all`` does not skip (see
+    :func:`root_mount_table`).  The copy is the same overlay, tmpfs and
+    devpts as the originals, so files made through ``merged`` afterwards
+    (the workdir, the device nodes) are in it too.  Then ``..`` at the top
+    of the container's tree leads to the host's root, and the kernel steps
+    from there onto what is mounted on it: the container's root again.
+    """
+    return f"{escape(merged)} // none rbind 0 0\n"
 
 
 def escape(path):
@@ -671,16 +697,21 @@ def inside_path(root, host_path):
 # -- the switch, and the last exec ---------------------------------------
 
 def switch_root(merged):
-    """Put the container's root on top of ``/`` in this mount namespace.
+    """Stand on the container's root, which :func:`build` laid over ``/``.
 
-    After the move the caller's working directory is the container's root,
-    but its root directory is still the host's: host tools can still run
-    for the last steps, and the chroot in :func:`exec_command` finishes the
-    switch.  (``--no-mtab`` as in :func:`mount_all`: without it, the move
-    was written down in the host's ``/run/mount/utab``.)
+    A lookup of ``/`` stops at the process's root directory, the host's,
+    and does not look at what is mounted on it; a step to ``..`` from
+    there stays on that directory but then crosses onto the mount on top,
+    as every step does.  So ``/..`` is the container's root.  The check
+    after it makes sure of that: a root left on the host's would be
+    caught here, before the chroot in :func:`exec_command` makes it the
+    container's.  The root directory stays the host's meanwhile, so host
+    tools can still run for the last steps.
     """
-    os.chdir(merged)
-    host.run(["mount", "--move", "--no-mtab", "--no-canonicalize", ".", "/"], 3)
+    host.call(3, "chdir /..", os.chdir, "/..")
+    if not os.path.samestat(os.stat("."), os.stat(merged)):
+        raise host.EngineError("the container's root is not on top of /: the last mount of "
+                               "the table did not take")
 
 
 def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),

@@ -437,6 +437,16 @@ def test_pids_limit_stops_the_eleventh_process_and_the_container_lives(busybox):
     assert output.split("\n")[:2] == ["forker exited 2", "processes 9"]
 
 
+def test_a_pids_limit_of_one_holds_pid_1_alone(busybox):
+    # Docker takes --pids-limit 1.  PID 1 joins its group after the last
+    # host tool that forks (the root switch is a line of the mount table),
+    # so the command starts, and its first fork is refused.
+    result = busybox.run("run", "--rm", "--network", "none", "--pids-limit", "1", "busybox",
+                         "sh", "-c", "echo started; /bin/true; echo never")
+    assert (result.returncode, result.stdout) == (2, "started\n"), result
+    assert "can't fork" in result.stderr
+
+
 def test_the_command_runs_inside_its_group(busybox):
     identifier = busybox.ok("run", "-d", "busybox", "sleep", "30").strip()
     group = container_group(identifier)

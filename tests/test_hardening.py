@@ -644,7 +644,7 @@ def test_no_host_descriptor_leaks_into_pid_1_or_exec(busybox, tmp_path):
 
 # -- faults: SIGKILL, a flaky registry, a wrong digest ---------------------------------------
 
-KILL_POINTS = ["mkdir /sys/fs/cgroup", "unshare(", "ip link add", "mount --all", "mount --move",
+KILL_POINTS = ["mkdir /sys/fs/cgroup", "unshare(", "ip link add", "mount --all", "chdir /..",
                "setpriv", "monitor"]
 
 

@@ -11,8 +11,8 @@ it, and runs the same program twice:
 
 1. under a plain ``chroot(1)``: it reaches a file that exists only on the host;
 2. as the PID 1 of a root built by chapter 3's module, ``minidocker.rootfs``
-   (overlay, /proc, /dev, ``mount --move`` over ``/``, then the chroot that
-   ``exec_command`` does): the same climb ends inside the container.
+   (overlay, /proc, /dev, the whole tree laid over ``/``, then the chroot
+   that ``exec_command`` does): the same climb ends inside the container.
 
 It uses only the modules of chapters 1 to 3, and leaves nothing behind: the
 container's mounts live in a mount namespace that dies with its PID 1.
@@ -45,7 +45,7 @@ def main():
         layer = make_busybox_root(os.path.join(workspace, "busybox"))
         print("1. a plain chroot(1) into the busybox root", flush=True)
         print(plain_chroot(layer, secret), end="", flush=True)
-        print("2. the root chapter 3 builds: mount --move over /, then chroot", flush=True)
+        print("2. the root chapter 3 builds: laid over /, then chroot", flush=True)
         code = run_in_container_root(os.path.join(workspace, "container"), layer, secret)
         if code != 0:
             sys.exit(f"the container's PID 1 exited with status {code}")
