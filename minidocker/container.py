@@ -814,12 +814,11 @@ def _disconnect_network(container):
     Returns the network settings to record, or None when there is nothing
     to record.
     """
+    if _network_holds_nothing(container):
+        return None  # none and host take nothing: no cable, address or port
     if not os.path.exists(os.path.join(container.directory, "state.json")):
         return None  # removed already (--rm) by a monitor that disconnected first
-    settings = refresh(container).state.get("NetworkSettings")
-    if settings is None and _network_holds_nothing(container):
-        return None  # never connected, and nothing to look for
-    return network.disconnect(container.id, settings)
+    return network.disconnect(container.id, refresh(container).state.get("NetworkSettings"))
 
 
 def _release_network(container):
@@ -1224,7 +1223,7 @@ def remove_files(container):
     except FileNotFoundError:
         return  # another command removed it meanwhile
     release_name(container.name, container.id)
-    rootfs.remove(doomed)
+    rootfs.remove_tree(doomed)  # checked unmounted above, before the rename
 
 
 # -- the lifecycle: stop, restart, wait, rename, prune (chapter 6) -----------
