@@ -241,7 +241,10 @@ def create(store, image_name, options, source=None):
             name = name.lstrip("/")  # Docker's "/web" is "web"
             config["Name"] = "/" + name
             host.write_atomically(os.path.join(draft, "config.json"), host.dump_json(config))
-            host.write_atomically(os.path.join(draft, "state.json"), host.dump_json(new_state()))
+            # The state skips the fsync, as every later state write does
+            # (save_state); the configuration is what must survive a crash.
+            host.write_atomically(os.path.join(draft, "state.json"), host.dump_json(new_state()),
+                                  durable=False)
             os.rename(draft, os.path.join(directory, identifier))
             claim_name(name, identifier)
     except BaseException:

@@ -403,7 +403,10 @@ def load_json(text):
     stack (``json.loads`` lets that ``RecursionError`` through).
     """
     if isinstance(text, (bytes, bytearray)):
-        text = text.decode("utf-8-sig")  # a byte order mark first is allowed, as json.loads allows it
+        # A byte order mark first is allowed, as json.loads allows it.  (The
+        # "utf-8-sig" codec drops it too, but is a module to import; "utf-8"
+        # is built in.)
+        text = text.decode("utf-8").removeprefix("\ufeff")
     start = len(text) - len(text.lstrip(_JSON_SPACE))
     try:
         value, end = _scan_json(text, start)
