@@ -577,12 +577,25 @@ def credentials_path():
 
 
 def read_credentials():
+    """Read auth.json: ``{"auths": {REGISTRY: {"auth": BASE64("user:password")}}}``.
+
+    A person may edit the file, so it is checked as ``daemon.json`` is: a
+    file of another shape is one line on stderr, never a traceback.
+    """
+    path = credentials_path()
     try:
-        return host.read_json(credentials_path())
+        document = host.read_json(path)
     except FileNotFoundError:
         return {"auths": {}}
     except ValueError as error:
-        raise host.EngineError(f"{credentials_path()} is not valid JSON: {error}")
+        raise host.EngineError(f"{path} is not valid JSON: {error}")
+    except OSError as error:  # a directory, say
+        raise host.EngineError(f"{path} cannot be read: {error.strerror}")
+    auths = document.get("auths", {}) if isinstance(document, dict) else None
+    if not isinstance(auths, dict) or not all(isinstance(entry, dict) for entry in auths.values()):
+        raise host.EngineError(f'{path} must hold a JSON object whose "auths" maps each '
+                               "registry to an object")
+    return document
 
 
 def write_credentials(credentials):
@@ -600,7 +613,15 @@ def credentials_for(domain):
         return None
     import base64  # only now: every pull asks, few have credentials stored
 
-    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+    try:
+        # validate: only the base64 alphabet, as Go's decoder (Docker's) takes it
+        text = base64.b64decode(entry["auth"], validate=True).decode()
+    except (TypeError, ValueError):  # not a string; binascii.Error; not UTF-8
+        text = ""
+    user, separator, password = text.partition(":")
+    if not separator:
+        raise host.EngineError(f'{credentials_path()}: the "auth" of {domain} must be '
+                               'the base64 of "user:password"')
     return user, password
 
 

@@ -243,6 +243,32 @@ def test_a_bad_daemon_json_is_one_line(engine, document, message):
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("document,message", [
+    (None, "cannot be read: Is a directory"),
+    ('{"auths": {', "is not valid JSON"),
+    ('["REGISTRY"]', 'must hold a JSON object whose "auths" maps each registry to an object'),
+    ('{"auths": ["REGISTRY"]}', 'must hold a JSON object whose "auths" maps'),
+    ('{"auths": {"REGISTRY": "Ym9iOmJ1aWxkZXI="}}', 'must hold a JSON object whose "auths" maps'),
+    ('{"auths": {"REGISTRY": {"auth": "Ym9i!!"}}}', 'the "auth" of REGISTRY must be the base64'),
+    ('{"auths": {"REGISTRY": {"auth": 5}}}', 'the "auth" of REGISTRY must be the base64'),
+    ('{"auths": {"REGISTRY": {"auth": "Ym9i"}}}', 'the "auth" of REGISTRY must be the base64'),
+    ('{"auths": {"REGISTRY": {"auth": "/w=="}}}', 'the "auth" of REGISTRY must be the base64'),
+])
+def test_a_bad_auth_json_is_one_line(engine, registry, document, message):
+    # "Ym9i" is "bob" (no colon), "/w==" a byte that is not UTF-8.
+    os.makedirs(engine.root, exist_ok=True)
+    path = os.path.join(engine.root, "auth.json")
+    if document is None:
+        os.mkdir(path)
+    else:
+        with open(path, "w") as handle:
+            handle.write(document.replace("REGISTRY", registry.address))
+    result = engine.run("pull", f"{registry.address}/test/busybox:oci")
+    assert result.returncode == 125, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message.replace("REGISTRY", registry.address) in result.stderr, result.stderr
+
+
 def test_trace_shows_every_step_of_the_handshake(engine, registry):
     result = engine.run("--trace", "pull", f"{registry.address}/test/busybox:oci")
     assert result.returncode == 0, result.stderr
