@@ -271,9 +271,7 @@ def complain(message):
     escaped (as Go's %q would), the message stays one line that cannot
     repaint the terminal.
     """
-    text = "".join(character if character.isprintable() else repr(character)[1:-1]
-                   for character in str(message))
-    print(f"minidocker: {text}", file=sys.stderr)
+    print(f"minidocker: {host.printable(str(message))}", file=sys.stderr)
 
 
 def main(argv=None):

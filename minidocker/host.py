@@ -117,7 +117,10 @@ def narrate(chapter, text):
     global _trace_fd
     if _trace_fd is None:
         return
-    text = shorten_for_reading(text)
+    # Names and header values from images and registries reach the trace:
+    # each line is shown escaped, as errors are, so none can repaint the
+    # terminal.  The mount table's own line breaks stay.
+    text = "\n".join(printable(line) for line in shorten_for_reading(text).split("\n"))
     tag = f"ch{chapter} {CHAPTERS[chapter]}"
     if os.isatty(_trace_fd) and not os.environ.get("NO_COLOR"):
         line = f"\033[36m[{tag}]\033[0m {text}\n"
@@ -132,6 +135,12 @@ def narrate(chapter, text):
         return
     if _step:
         _wait_for_enter()
+
+
+def printable(text):
+    """Show ``text`` on one line: what is not printable is escaped, as Go's %q would."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1]
+                   for character in text)
 
 
 _LONG_ID = None

@@ -825,13 +825,14 @@ class Client:
         """Ask the realm named in the challenge for a bearer token for ``scope``."""
         if scope in self.tokens:
             return self.tokens[scope]
-        parameters = {"service": self.challenge.get("service", "")}
-        if scope:
-            parameters["scope"] = scope
-        if self.credentials:
-            parameters["account"] = self.credentials[0]
-        url = self.challenge["realm"] + "?" + "&".join(
-            f"{name}={http_client.percent_encode(value)}" for name, value in parameters.items())
+        # As Docker asks: each parameter only when it has a value, added to
+        # any query the realm carries already.
+        parameters = {"service": self.challenge.get("service", ""), "scope": scope,
+                      "account": self.credentials[0] if self.credentials else ""}
+        query = "&".join(f"{name}={http_client.percent_encode(value)}"
+                         for name, value in parameters.items() if value)
+        realm = self.challenge["realm"]
+        url = realm + ("&" if "?" in realm else "?") + query if query else realm
         headers = {"Authorization": http_client.basic_header(self.credentials)} \
             if self.credentials else {}
         host.narrate(4, f"ask the token server for {scope or 'a login token'}, "

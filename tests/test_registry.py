@@ -269,6 +269,30 @@ def test_a_bad_auth_json_is_one_line(engine, registry, document, message):
     assert message.replace("REGISTRY", registry.address) in result.stderr, result.stderr
 
 
+def test_a_realm_with_a_query_keeps_it(engine, fake):
+    fake.serve_image("team/app", "latest", [layer_tar([tar_entry("f", data=b"x")])])
+    realm = f"http://{fake.address}/token?client=minidocker-test"
+    fake.routes["/v2/"] = [(401, {"WWW-Authenticate": f'Bearer realm="{realm}"'}, b"")]
+    fake.routes["/token"] = [(200, {"Content-Type": "application/json"}, b'{"token": "t"}')]
+    engine.ok("pull", f"{fake.address}/team/app")
+    token_paths = [path for _, path in fake.requests if path.startswith("/token")]
+    # Docker's query: the realm's own, then scope; no empty service.
+    assert token_paths and set(token_paths) == {
+        "/token?client=minidocker-test&scope=repository%3Ateam%2Fapp%3Apull"}, token_paths
+
+
+def test_the_trace_shows_what_a_registry_sends_escaped(engine, fake):
+    realm = f"http://{fake.address}/token\x1b[2J"
+    fake.routes["/v2/"] = [(401, {"WWW-Authenticate": f'Bearer realm="{realm}"'}, b"")]
+    result = engine.run("--trace", "pull", f"{fake.address}/team/app")
+    assert result.returncode == 125, result
+    # The escape sequence from the header reaches the terminal as text, never as itself.
+    assert "\x1b" not in result.stderr
+    assert "token\\x1b[2J" in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("[ch")]
+    assert len(errors) == 1 and "control character" in errors[0], result.stderr
+
+
 def test_trace_shows_every_step_of_the_handshake(engine, registry):
     result = engine.run("--trace", "pull", f"{registry.address}/test/busybox:oci")
     assert result.returncode == 0, result.stderr
