@@ -60,7 +60,9 @@ class Container:
         self.config = host.read_json(os.path.join(directory, "config.json"))
         try:
             self.state = host.read_json(os.path.join(directory, "state.json"))
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):
+            # Written without fsync (see save_state): after a power cut it
+            # may be empty.  Nothing of the container runs after one.
             self.state = new_state()
 
     @property

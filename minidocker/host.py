@@ -108,19 +108,21 @@ def tracing():
     return _trace_fd is not None
 
 
-def narrate(chapter, text):
+def narrate(chapter, text, details=()):
     """Print one line of the trace: ``[ch3 rootfs] mount --all ...``.
 
-    On a terminal the tag is coloured; into a file or a pipe (and when the
+    ``details`` are more lines under it, indented (the mount table's).  On
+    a terminal the tag is coloured; into a file or a pipe (and when the
     ``NO_COLOR`` convention asks for it) the line is plain text.
     """
     global _trace_fd
     if _trace_fd is None:
         return
-    # Names and header values from images and registries reach the trace:
-    # each line is shown escaped, as errors are, so none can repaint the
-    # terminal.  The mount table's own line breaks stay.
-    text = "\n".join(printable(line) for line in shorten_for_reading(text).split("\n"))
+    # Names, commands and header values from images and registries reach
+    # the trace: every line is shown escaped, as errors are, so none can
+    # repaint the terminal or pass for a line of the trace.
+    text = "".join([printable(shorten_for_reading(text)),
+                    *(f"\n    {printable(shorten_for_reading(line))}" for line in details)])
     tag = f"ch{chapter} {CHAPTERS[chapter]}"
     if os.isatty(_trace_fd) and not os.environ.get("NO_COLOR"):
         line = f"\033[36m[{tag}]\033[0m {text}\n"

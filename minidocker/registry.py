@@ -609,14 +609,15 @@ def write_credentials(credentials):
 def credentials_for(domain):
     """Return ``(user, password)`` stored for ``domain``, or None."""
     entry = read_credentials().get("auths", {}).get(domain)
-    if not entry or "auth" not in entry:
-        return None
+    if not entry or entry.get("auth") in (None, ""):
+        return None  # Docker too reads an empty auth as no credentials
     import base64  # only now: every pull asks, few have credentials stored
 
     try:
-        # validate: only the base64 alphabet, as Go's decoder (Docker's) takes it
-        text = base64.b64decode(entry["auth"], validate=True).decode()
-    except (TypeError, ValueError):  # not a string; binascii.Error; not UTF-8
+        # Go's decoder (Docker's) takes the base64 alphabet and skips line breaks.
+        text = base64.b64decode(entry["auth"].replace("\r", "").replace("\n", ""),
+                                validate=True).decode()
+    except (AttributeError, ValueError):  # not a string; binascii.Error; not UTF-8
         text = ""
     user, separator, password = text.partition(":")
     if not separator:

@@ -11,8 +11,8 @@ Then the process must be made to *stay* there.  chroot(2) alone is not
 enough: "This call does not change the current working directory [...] In
 particular, the superuser can escape from a 'chroot jail' by doing: mkdir
 foo; chroot foo; cd .."  So the engine first lays the container's whole
-tree on top of ``/`` in its private mount namespace (the last line of its
-mount table, an ``rbind`` onto ``//``), and only then chroots into it:
+tree on top of ``/`` in its private mount namespace (an ``rbind`` onto
+``//``, the last line of its mount table), and only then chroots into it:
 ``..`` at the top of that tree leads back into the container, because the
 container's root now hides the host's.
 
@@ -322,7 +322,7 @@ def check_unmounted(directory):
 
 def build(directory, layers, driver, *, read_only=False, volumes=(), workdir="/",
           tty_size=None, tmpfs=None, devices=(), privileged=False):
-    """Mount everything the container needs under ``directory``/merged.
+    """Mount everything the container needs under ``directory``/merged, and lay it over ``/``.
 
     ``tmpfs`` maps container paths to tmpfs options (``--tmpfs``), which
     stay writable under ``read_only``; ``devices`` are ``--device`` entries
@@ -411,7 +411,7 @@ def mount_all(table):
     them.
     """
     if host.tracing():
-        host.narrate(3, "the mount table:" + "".join(f"\n    {line}" for line in table.splitlines()))
+        host.narrate(3, "the mount table:", details=table.splitlines())
     descriptor = os.memfd_create("fstab", 0)  # not close-on-exec: mount inherits it
     try:
         host.write_all(descriptor, table.encode())
@@ -707,11 +707,22 @@ def switch_root(merged):
     caught here, before the chroot in :func:`exec_command` makes it the
     container's.  The root directory stays the host's meanwhile, so host
     tools can still run for the last steps.
+
+    ``mount --all`` skips a line it takes for mounted already, and it may
+    take the copy for the host's own root: where that root is an overlay
+    too (a host that is itself a container), both are "overlay" at "/".
+    Then the tree is still only at ``merged``, and a ``mount --move`` of it
+    does what the table's line would have done, in a program of its own.
     """
+    root = os.stat(merged)
     host.call(3, "chdir /..", os.chdir, "/..")
-    if not os.path.samestat(os.stat("."), os.stat(merged)):
-        raise host.EngineError("the container's root is not on top of /: the last mount of "
-                               "the table did not take")
+    if os.path.samestat(os.stat("."), root):
+        return
+    os.chdir(merged)
+    host.run(["mount", "--move", "--no-mtab", "--no-canonicalize", ".", "/"], 3)
+    host.call(3, "chdir /..", os.chdir, "/..")
+    if not os.path.samestat(os.stat("."), root):
+        raise host.EngineError("the container's root did not go on top of /")
 
 
 def exec_command(argv, environment, *, workdir, uid=0, gid=0, groups=(),

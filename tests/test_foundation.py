@@ -149,6 +149,31 @@ def test_chroot_escape_fails_inside_a_container(busybox, escape_program):
 
 
 @pytest.mark.ch3
+def test_the_root_switch_holds_where_the_hosts_own_root_is_an_overlay(busybox, escape_program,
+                                                                      tmp_path):
+    # mount --all skips the table's last line (the rbind onto //) when the
+    # host's / looks the same to libmount: an overlay at "/", as on a host
+    # that is itself a container.  An overlay stacked on / in a mount
+    # namespace of the test's own makes such a host; the engine must fall
+    # back to mount --move, and the climb must still end inside.
+    directory, marker = escape_program
+    for name in ("lower", "upper", "work"):
+        os.mkdir(tmp_path / name)
+    stack = (f"mount -t overlay overlay -o lowerdir={tmp_path}/lower,upperdir={tmp_path}/upper,"
+             f'workdir={tmp_path}/work // && exec "$@"')
+    command = busybox.command("--trace", "run", "--rm", "--network", "none",
+                              "-v", f"{directory}:/probe:ro", "-w", "/tmp", "busybox",
+                              "/probe/escape", marker)
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private",
+                             "sh", "-c", stack, "sh", *command],
+                            capture_output=True, text=True, env=busybox.environment(),
+                            cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "CONTAINED"
+    assert "mount --move --no-mtab --no-canonicalize . /" in result.stderr, result.stderr
+
+
+@pytest.mark.ch3
 def test_kernel_interfaces_are_protected(busybox):
     output = run_ok(busybox, "busybox", "sh", "-c",
                     "echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-written;"

@@ -200,6 +200,17 @@ def test_dit_then_attach_and_detach_with_ctrl_p_ctrl_q(busybox):
 
 # -- create, then start -----------------------------------------------------------------
 
+def test_a_state_file_emptied_by_a_power_cut_reads_as_created(busybox):
+    # state.json is written without fsync (only config.json has one), so a
+    # power cut may leave it empty; the container must stay visible,
+    # startable and removable, not vanish with its name still taken.
+    identifier = busybox.ok("create", "--name", "after-the-cut", "busybox", "echo", "back").strip()
+    open(os.path.join(busybox.root, "containers", identifier, "state.json"), "w").close()
+    assert "Created" in busybox.ok("ps", "-a", "--filter", "name=after-the-cut")
+    assert busybox.ok("start", "-a", "after-the-cut") == "back\n"
+    busybox.ok("rm", "after-the-cut")
+
+
 def test_create_then_start_runs_it_in_the_background_and_start_a_in_the_foreground(busybox):
     busybox.ok("create", "--name", "later", "busybox", "sh", "-c", "echo said-$((6*7)); exit 3")
     assert state(busybox, "later")["Status"] == "created"

@@ -253,6 +253,7 @@ def test_a_bad_daemon_json_is_one_line(engine, document, message):
     ('{"auths": {"REGISTRY": {"auth": 5}}}', 'the "auth" of REGISTRY must be the base64'),
     ('{"auths": {"REGISTRY": {"auth": "Ym9i"}}}', 'the "auth" of REGISTRY must be the base64'),
     ('{"auths": {"REGISTRY": {"auth": "/w=="}}}', 'the "auth" of REGISTRY must be the base64'),
+    ('{"auths": {"REGISTRY": {"auth": ["Ym9iOmJ1aWxkZXI="]}}}', 'the "auth" of REGISTRY must be'),
 ])
 def test_a_bad_auth_json_is_one_line(engine, registry, document, message):
     # "Ym9i" is "bob" (no colon), "/w==" a byte that is not UTF-8.
@@ -267,6 +268,14 @@ def test_a_bad_auth_json_is_one_line(engine, registry, document, message):
     assert result.returncode == 125, result
     assert result.stderr.count("\n") == 1, result.stderr
     assert message.replace("REGISTRY", registry.address) in result.stderr, result.stderr
+
+
+def test_an_empty_auth_in_auth_json_means_no_credentials(engine, registry):
+    # Docker reads "auth": "" as no credentials, and pulls anonymously.
+    os.makedirs(engine.root, exist_ok=True)
+    with open(os.path.join(engine.root, "auth.json"), "w") as handle:
+        json.dump({"auths": {registry.address: {"auth": ""}}}, handle)
+    engine.ok("pull", f"{registry.address}/test/busybox:oci")
 
 
 def test_a_realm_with_a_query_keeps_it(engine, fake):
