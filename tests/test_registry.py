@@ -840,7 +840,8 @@ class LoopbackServer:
     def __init__(self):
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         while True:
@@ -851,7 +852,12 @@ class LoopbackServer:
             threading.Thread(target=self.serve, args=(connection,), daemon=True).start()
 
     def stop(self):
+        # close(2) alone does not wake a thread blocked in accept(2) on the
+        # same socket; shutdown(2) does, and the thread ends before the next
+        # test (a thread left behind makes pty.fork warn in later tests).
+        self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        self.acceptor.join(timeout=10)
 
 
 class RelayProxy(LoopbackServer):
