@@ -634,7 +634,7 @@ def command_logs(arguments):
     record = container.find(arguments.container)
     since = logs.parse_time_argument(arguments.since) if arguments.since else None
     until = logs.parse_time_argument(arguments.until) if arguments.until else None
-    if arguments.tail not in ("all", "-1") and not arguments.tail.isdigit():
+    if arguments.tail not in ("all", "-1") and not host.is_decimal(arguments.tail):
         raise host.EngineError(f"invalid value for tail: {arguments.tail!r}")
     whole = arguments.tail in ("all", "-1")
 
@@ -1260,9 +1260,11 @@ def command_kill(arguments):
 
     name = arguments.signal.upper()
     try:
-        number = int(name) if name.isdigit() else signal.Signals[
+        number = int(name) if host.is_decimal(name) else signal.Signals[
             name if name.startswith("SIG") else "SIG" + name]
     except KeyError:
+        raise host.EngineError(f"invalid signal: {arguments.signal}")
+    if number not in signal.valid_signals():  # 0, or past the kernel's last (SIGRTMAX)
         raise host.EngineError(f"invalid signal: {arguments.signal}")
     return for_each_container(arguments.containers,
                               lambda record: container.kill(record, number))

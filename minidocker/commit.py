@@ -538,7 +538,7 @@ def source_date_epoch(variables):
     value = variables.get("SOURCE_DATE_EPOCH")
     if value in (None, ""):
         return None
-    if not value.isdigit():
+    if not host.is_decimal(value):
         raise host.EngineError(f"SOURCE_DATE_EPOCH must be a number of seconds, not {value!r}")
     return int(value)
 
@@ -669,7 +669,7 @@ def apply_instruction(config, instruction, variables, shell):
         ports = dict(config.get("ExposedPorts") or {})
         for word in split_words(arguments, variables):
             number, _, protocol = word.partition("/")
-            if not number.isdigit() or not 0 < int(number) < 65536 or \
+            if not host.is_decimal(number) or not 0 < int(number) < 65536 or \
                     protocol not in ("", "tcp", "udp", "sctp"):
                 raise host.EngineError(f"invalid port to EXPOSE: {word}", exit_code=1)
             ports[f"{int(number)}/{protocol or 'tcp'}"] = {}
@@ -1414,17 +1414,18 @@ def lookup_id(merged, table, name, want_group):
     """Find ``name`` in the image's passwd or group file: ``(id, primary group id)``.
 
     A number passes through, as its own group too (``--chown=10`` is 10:10).
+    The file is the image's, read as ``run`` reads it (a regular file only,
+    its IDs checked).
     """
-    if name.isdigit():
+    if host.is_decimal(name):
+        if int(name) > rootfs.MAX_ID:
+            raise host.EngineError(f"invalid --chown ID: {name}")
         return int(name), int(name)
-    try:
-        with open(rootfs.resolve(merged, table)) as handle:
-            for line in handle:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 3 and fields[0] == name:
-                    gid = int(fields[3]) if not want_group and len(fields) > 3 else int(fields[2])
-                    return int(fields[2]), gid
-    except OSError:
-        pass
+    for fields in rootfs.read_colon_file(merged, table):
+        if len(fields) >= 3 and fields[0] == name:
+            number = rootfs.id_number(fields[2])
+            if want_group or len(fields) < 4:
+                return number, number
+            return number, rootfs.id_number(fields[3])
     raise host.EngineError(f"unable to find {'group' if want_group else 'user'} {name}: "
                            f"no matching entries in {table}")

@@ -22,7 +22,6 @@ are reused.
 import os
 import _signal  # not signal, nor json, re or contextlib: see host.py
 import _socket
-import stat
 import struct
 import sys
 import time
@@ -973,15 +972,15 @@ def resolve_user(root, user):
     Returns ``(uid, gid, supplementary groups, home)``.  Names are looked up
     in the container's ``/etc/passwd`` and ``/etc/group``, never the host's.
     """
-    passwd = read_colon_file(root, "/etc/passwd")
-    group_file = read_colon_file(root, "/etc/group")
+    passwd = rootfs.read_colon_file(root, "/etc/passwd")
+    group_file = rootfs.read_colon_file(root, "/etc/group")
     name, _, group = (user or "0").partition(":")
     entry = next((fields for fields in passwd
                   if len(fields) >= 6 and (fields[0] == name or fields[2] == name)), None)
     if entry:
-        uid, gid, home, user_name = id_number(entry[2]), id_number(entry[3]), entry[5] or "/", \
+        uid, gid, home, user_name = rootfs.id_number(entry[2]), rootfs.id_number(entry[3]), entry[5] or "/", \
             entry[0]
-    elif is_id_number(name):
+    elif host.is_decimal(name):
         uid, gid, home, user_name = int(name), 0 if not group else None, "/", None
     else:
         raise host.EngineError(f"unable to find user {name}: no matching entries in passwd file")
@@ -989,8 +988,8 @@ def resolve_user(root, user):
         match = next((fields for fields in group_file
                       if len(fields) >= 3 and (fields[0] == group or fields[2] == group)), None)
         if match:
-            gid = id_number(match[2])
-        elif is_id_number(group):
+            gid = rootfs.id_number(match[2])
+        elif host.is_decimal(group):
             gid = int(group)
         else:
             raise host.EngineError(f"unable to find group {group}: no matching entries in group file")
@@ -998,52 +997,10 @@ def resolve_user(root, user):
     # or above 2**32 - 2) gives no supplementary group.
     groups = sorted({int(fields[2]) for fields in group_file
                      if len(fields) >= 4 and user_name and user_name in fields[3].split(",")
-                     and is_id_number(fields[2]) and int(fields[2]) <= MAX_ID} - {gid})
-    if uid > MAX_ID or gid > MAX_ID:
+                     and host.is_decimal(fields[2]) and int(fields[2]) <= rootfs.MAX_ID} - {gid})
+    if uid > rootfs.MAX_ID or gid > rootfs.MAX_ID:
         raise host.EngineError(f"invalid user: {user}")
     return uid, gid, groups, home
-
-
-#: The largest user or group ID (2**32 - 1 is "no ID" to the kernel's calls).
-MAX_ID = 2**32 - 2
-
-
-def is_id_number(text):
-    """Say whether ``text`` is written as an ID: ASCII digits (``int`` takes any script's)."""
-    return text.isascii() and text.isdigit()
-
-
-def id_number(text):
-    """A user or group ID field of ``/etc/passwd`` or ``/etc/group``, checked."""
-    if not is_id_number(text) or int(text) > MAX_ID:
-        raise host.EngineError(f"the container's passwd or group file holds an invalid ID: "
-                               f"{text[:20]!r}")
-    return int(text)
-
-
-def read_colon_file(root, path):
-    """The lines of ``/etc/passwd`` or ``/etc/group`` in the root, split at the colons.
-
-    Only a regular file is read, and nothing else is even opened: opening
-    a FIFO waits for a writer, and opening a device node the image holds
-    can act on the device (a watchdog starts counting), on the host's side
-    for ``exec``.  So the name is opened with ``O_PATH``, which reads
-    nothing, and reopened through ``/proc/self/fd`` only once it is known
-    to be a regular file.  (``O_NOFOLLOW``: resolve has followed the links.)
-    """
-    try:
-        handle = os.open(rootfs.resolve(root, path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except (OSError, host.EngineError):
-        return []
-    try:
-        if not stat.S_ISREG(os.fstat(handle).st_mode):
-            return []
-        with open(f"/proc/self/fd/{handle}", errors="replace") as lines:
-            return [line.rstrip("\n").split(":") for line in lines if not line.startswith("#")]
-    except OSError:
-        return []
-    finally:
-        os.close(handle)
 
 
 def start_detached(container, terminal_size=None, client_coming=False):
@@ -1399,9 +1356,12 @@ def parse_restart_policy(text):
     name, _, count = (text or "no").partition(":")
     if name not in ("no", "on-failure", "always", "unless-stopped"):
         raise host.EngineError(f"invalid restart policy '{text}'")
-    if count and (name != "on-failure" or not count.isdigit()):
+    if count and name != "on-failure":
         raise host.EngineError(f"invalid restart policy '{text}': only on-failure takes a "
                                "maximum retry count")
+    if count and not host.is_decimal(count):
+        raise host.EngineError(f"invalid restart policy '{text}': the maximum retry count "
+                               "must be a number")
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 

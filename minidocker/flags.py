@@ -25,6 +25,8 @@ argparse's the command line uses (``add_argument``, ``add_subparsers``,
 
 import sys
 
+from minidocker import host
+
 #: ``nargs=REMAINDER``: the argument takes every word that is left.
 REMAINDER = "..."
 
@@ -390,10 +392,9 @@ class _Unbuilt:
 def looks_like_option(word):
     """``-x``, ``--name``, ``-it``; not ``-`` (standard input) nor ``-1`` (a number)."""
     number = word[1:].replace(".", "", 1)
-    return word.startswith("-") and word != "-" and not (number.isascii() and number.isdigit())
+    return word.startswith("-") and word != "-" and not host.is_decimal(number)
 
 
 def is_whole_number(text):
     """Say whether ``text`` is a whole number in plain decimal: a sign, then ASCII digits."""
-    digits = text[1:] if text[:1] in "+-" else text
-    return digits.isascii() and digits.isdigit()
+    return host.is_decimal(text[1:] if text[:1] in "+-" else text)

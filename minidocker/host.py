@@ -447,7 +447,18 @@ def dump_json(value, canonical=False):
     return "".join((_encode_canonical_json if canonical else _encode_json)(value, 0))
 
 
-# -- names -----------------------------------------------------------------
+# -- names and numbers ------------------------------------------------------
+
+def is_decimal(text):
+    """Say whether ``text`` is a number in plain decimal: ASCII digits, at least one.
+
+    ``str.isdigit`` alone is not that check: it also says yes to "²" and
+    "٣", which ``int()`` refuses (a traceback) or reads as 3.  Docker's Go
+    code reads numbers with strconv, which takes ASCII digits only.
+    """
+    return text.isascii() and text.isdigit()
+
+
 
 def valid_name(name):
     """Say whether ``name`` is a valid container or volume name.

@@ -218,13 +218,17 @@ def open_connection(hostname, port):
     last_error = OSError(f"no address for {hostname}")
     for family, kind, protocol, _, address in _socket.getaddrinfo(
             _lookup_name(hostname), port, 0, _socket.SOCK_STREAM):
-        connection = _socket.socket(family, kind, protocol)
+        connection = None
         try:
+            # Even making the socket can fail (EAFNOSUPPORT for ::1 where
+            # the kernel runs without IPv6): the next address is tried then.
+            connection = _socket.socket(family, kind, protocol)
             connection.settimeout(TIMEOUT)
             connection.connect(address)
             return connection
         except OSError as error:
-            connection.close()
+            if connection is not None:
+                connection.close()
             last_error = error
     raise last_error
 
@@ -311,7 +315,10 @@ def speaks_tls(url):
 
 
 def client_hello(hostname):
-    """A TLS 1.2 ClientHello record (RFC 5246 §7.4.1.2) that any TLS server answers.
+    """A TLS 1.2 ClientHello record (RFC 5246 §7.4.1.2) that a TLS server answers in TLS.
+
+    (A server that speaks only TLS 1.3 answers it with an alert, a TLS
+    record too: that is all the probe asks.)
 
     It offers common cipher suites and says which curves and signatures it
     takes, as every browser does, and names the server (RFC 6066 §3) when
@@ -392,7 +399,7 @@ class Response:
             # error"
             # (At most 18 digits: int() refuses texts of more than 4,300, and
             # no body is an exabyte.)
-            if len(lengths) != 1 or not only(min(lengths), DIGITS) or len(min(lengths)) > 18:
+            if len(lengths) != 1 or not host.is_decimal(min(lengths)) or len(min(lengths)) > 18:
                 raise ProtocolError(f"{self.where} sent an invalid Content-Length: "
                                     f"{self.headers.get('Content-Length')!r}")
             self.remaining = int(min(lengths))
@@ -523,7 +530,7 @@ def parse_status_line(line):
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
     if len(version) != 8 or not version.startswith("HTTP/1.") or version[7] not in DIGITS \
-            or len(code) != 3 or not only(code, DIGITS) or code[0] == "0":
+            or len(code) != 3 or not host.is_decimal(code) or code[0] == "0":
         return None
     return int(code), reason
 
@@ -636,7 +643,7 @@ def split_authority(authority, default_port=None):
         rest = colon + port
         valid = only(hostname, LETTERS + DIGITS + "._-")
     port = rest[1:]
-    if not valid or rest and (rest[0] != ":" or len(port) > 5 or not only(port, DIGITS)
+    if not valid or rest and (rest[0] != ":" or len(port) > 5 or not host.is_decimal(port)
                               or not 0 < int(port) < 65536):
         raise host.EngineError(f"invalid host name or port: {authority!r}")
     return hostname.lower(), int(port) if port else default_port

@@ -106,8 +106,7 @@ def _is_domain(text):
         name, colon, port = text.partition(":")
         port = colon + port
         host_is_valid = all(map(_is_label, name.split(".")))
-    return host_is_valid and (port == "" or port[:1] == ":" and port[1:].isdigit()
-                              and port[1:].isascii())
+    return host_is_valid and (port == "" or port[:1] == ":" and host.is_decimal(port[1:]))
 
 
 def _is_label(text):
@@ -906,9 +905,9 @@ def find_or_pull(store, text, policy="missing", progress_stream=None):
     have, and say so ("Unable to find image 'busybox:latest' locally");
     ``--pull`` chooses: ``missing`` (the default), ``always`` or
     ``never``.  An image id is never pulled: no registry serves one.  The
-    registry client is imported only to pull (its socket, threading and,
-    for HTTPS, ssl take milliseconds that a ``run`` of a stored image
-    should not pay).
+    registry client is imported only to pull (its HTTP client and, for
+    HTTPS, ssl take milliseconds that a ``run`` of a stored image should
+    not pay).
     """
     is_id = is_hexadecimal(text.removeprefix("sha256:"), 64)
     if policy != "always" or is_id:

@@ -1268,7 +1268,7 @@ def _close(sockets):
 def _check_port_number(text, spec):
     if "-" in text:
         raise host.EngineError(f"invalid port spec {spec!r}: port ranges are not supported")
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not host.is_decimal(text) or not 1 <= int(text) <= 65535:
         raise host.EngineError(f"invalid port spec {spec!r}: {text!r} is not a port "
                                "number (1-65535)")
 

@@ -671,7 +671,7 @@ def registry_mirrors():
             http_client.split_authority(address)
         except host.EngineError:
             raise host.EngineError(f"registry mirror {text!r}: invalid host name or port") from None
-        if not all("!" <= character <= "~" for character in path):
+        if path and not http_client.only(path, http_client.VISIBLE):
             raise host.EngineError(f"registry mirror {text!r}: the path may hold only printable "
                                    "ASCII characters and no spaces")
         mirrors.append((scheme, address, slash + path))
@@ -832,7 +832,7 @@ class Client:
                       "account": self.credentials[0] if self.credentials else ""}
         query = "&".join(f"{name}={http_client.percent_encode(value)}"
                          for name, value in parameters.items() if value)
-        realm = self.challenge["realm"]
+        realm = self.challenge["realm"].partition("#")[0]  # a fragment is never sent
         url = realm + ("&" if "?" in realm else "?") + query if query else realm
         headers = {"Authorization": http_client.basic_header(self.credentials)} \
             if self.credentials else {}

@@ -989,6 +989,44 @@ def find_command(root, name, search_path):
     raise host.EngineError(f'exec: "{name}": executable file not found in $PATH', exit_code=127)
 
 
+#: The largest user or group ID (2**32 - 1 is "no ID" to the kernel's calls).
+MAX_ID = 2**32 - 2
+
+
+def read_colon_file(root, path):
+    """The lines of ``/etc/passwd`` or ``/etc/group`` in the root, split at the colons.
+
+    Only a regular file is read, and nothing else is even opened: opening
+    a FIFO waits for a writer, and opening a device node the image holds
+    can act on the device (a watchdog starts counting), on the host's side
+    for ``exec``.  So the name is opened with ``O_PATH``, which reads
+    nothing, and reopened through ``/proc/self/fd`` only once it is known
+    to be a regular file.  (``O_NOFOLLOW``: :func:`resolve` has followed
+    the links.)  A file that cannot be read gives no lines.
+    """
+    try:
+        handle = os.open(resolve(root, path), os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, host.EngineError):
+        return []
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return []
+        with open(f"/proc/self/fd/{handle}", errors="replace") as lines:
+            return [line.rstrip("\n").split(":") for line in lines if not line.startswith("#")]
+    except OSError:
+        return []
+    finally:
+        os.close(handle)
+
+
+def id_number(text):
+    """A user or group ID field of ``/etc/passwd`` or ``/etc/group``, checked."""
+    if not host.is_decimal(text) or int(text) > MAX_ID:
+        raise host.EngineError(f"the container's passwd or group file holds an invalid ID: "
+                               f"{text[:20]!r}")
+    return int(text)
+
+
 def set_hostname_files(directory, hostname, hosts_lines=()):
     """Write the container's ``hostname``, ``hosts`` and ``resolv.conf``."""
     with open(os.path.join(directory, "hostname"), "w") as handle:

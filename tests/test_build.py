@@ -213,6 +213,22 @@ BAD = {
     "URL": ("FROM busybox\nADD http://127.0.0.1:9/x /x\n",
             "step 2/2 (ADD http://127.0.0.1:9/x /x): ADD from a URL is not supported: "
             "minidocker builds only from the context"),
+    # COPY --chown reads the image's passwd as run does: a regular file
+    # only (a FIFO would block the build for ever), its IDs checked.
+    "chown, an ID no number": ("FROM busybox\nRUN echo 'ghost:x:abc:0::/:/bin/sh' >> /etc/passwd\n"
+                               "COPY --chown=ghost Dockerfile /x\n",
+                               "step 3/3 (COPY --chown=ghost Dockerfile /x): the container's "
+                               "passwd or group file holds an invalid ID: 'abc'"),
+    "chown, a FIFO passwd": ("FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\n"
+                             "COPY --chown=ghost Dockerfile /x\n",
+                             "step 3/3 (COPY --chown=ghost Dockerfile /x): unable to find user "
+                             "ghost: no matching entries in /etc/passwd"),
+    "chown, past the last ID": ("FROM busybox\nCOPY --chown=4294967295 Dockerfile /x\n",
+                                "step 2/2 (COPY --chown=4294967295 Dockerfile /x): invalid "
+                                "--chown ID: 4294967295"),
+    # str.isdigit() says yes to "²", which int() refuses with a traceback.
+    "EXPOSE, no ASCII number": ("FROM busybox\nEXPOSE ²\n",
+                                "step 2/2 (EXPOSE ²): invalid port to EXPOSE: ²"),
     # A missing base is pulled, as Docker's build does; here from a
     # registry on a closed local port (conftest.py keeps tests off the net).
     "unknown base": ("FROM 127.0.0.1:9/no-such-image\n",

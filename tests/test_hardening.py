@@ -271,6 +271,10 @@ BAD_FLAGS = [
     (["--name", "ab٣"], "Invalid container name"),
     (["-v", "a٣:/x"], "includes invalid characters for a local volume name"),
     (["-u", "٣"], "invalid user"),
+    # str.isdigit() also says yes to "²", which int() refused with a traceback.
+    (["--restart", "on-failure:²"], "the maximum retry count must be a number"),
+    (["-p", "²:80"], "'²' is not a port number"),
+    (["-p", "80:²"], "'²' is not a port number"),
 ]
 
 BAD_REFERENCES = [
@@ -488,6 +492,24 @@ def test_a_layer_owner_past_the_kernel_s_range_is_one_line(engine, fake):
     fake.serve_image("evil/owner", "latest", [buffer.getvalue()])
     line = fails(engine, "pull", "-q", f"{fake.address}/evil/owner")
     assert "is not a valid" in line, line
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["logs", "--tail", "²"], "invalid value for tail: '²'"),
+    (["kill", "-s", "²"], "invalid signal: ²"),
+    (["kill", "-s", "65"], "invalid signal: 65"),
+    (["kill", "-s", "9" * 30], "invalid signal: " + "9" * 30),
+])
+def test_numbers_the_kernel_cannot_take_are_one_line(busybox, arguments, message):
+    # str.isdigit() says yes to "²", which int() refuses; a signal number
+    # past SIGRTMAX was a ValueError from signal.Signals (a traceback).
+    busybox.ok("run", "-d", "--name", "target", "--network", "none", "busybox", "sleep", "30")
+    try:
+        command, *flags = arguments
+        assert message in fails(busybox, command, *flags, "target")
+        assert busybox.ok("ps", "-q", "--filter", "name=target").strip()  # still running
+    finally:
+        busybox.ok("rm", "-f", "target")
 
 
 @pytest.mark.parametrize("uid", [b"abc", "٣".encode()])

@@ -280,12 +280,12 @@ def test_an_empty_auth_in_auth_json_means_no_credentials(engine, registry):
 
 def test_a_realm_with_a_query_keeps_it(engine, fake):
     fake.serve_image("team/app", "latest", [layer_tar([tar_entry("f", data=b"x")])])
-    realm = f"http://{fake.address}/token?client=minidocker-test"
+    realm = f"http://{fake.address}/token?client=minidocker-test#fragment"
     fake.routes["/v2/"] = [(401, {"WWW-Authenticate": f'Bearer realm="{realm}"'}, b"")]
     fake.routes["/token"] = [(200, {"Content-Type": "application/json"}, b'{"token": "t"}')]
     engine.ok("pull", f"{fake.address}/team/app")
     token_paths = [path for _, path in fake.requests if path.startswith("/token")]
-    # Docker's query: the realm's own, then scope; no empty service.
+    # The realm's own query, then scope; no empty service, no fragment.
     assert token_paths and set(token_paths) == {
         "/token?client=minidocker-test&scope=repository%3Ateam%2Fapp%3Apull"}, token_paths
 
