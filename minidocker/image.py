@@ -681,6 +681,25 @@ def decompressed(blob, media_type, digest_checked=False):
     return blob
 
 
+#: How much of a layer is inflated, hashed and written at a time.  Each
+#: step gives up the GIL (zlib, SHA-256, write(2)), so the layers' threads
+#: overlap.  zlib returns each step's output as a new ``bytes``; a small
+#: step lets the allocator hand the same memory back step after step.
+#: (With 4 MiB steps zlib gathered its output in blocks and copied them
+#: into one more new object: pulling the benchmark's image made 8,800 page
+#: faults, 4,700 now, 1,350 of them the imports'.  A fault costs 3.5 us on
+#: the reference VM, bench/README.md.)  A step of compressed bytes that
+#: inflates to more than a step leaves zlib a copy of its rest, at most a
+#: step.
+STEP = 1 << 18
+#: How much compressed data one read from the blob asks for: a MiB, into a
+#: buffer kept for the whole layer.  With 128 KiB, pulling the benchmark's
+#: image took ~650 recv(2) and ~3,700 futex(2) calls (the layers' threads
+#: handing the GIL around); with a MiB ~100 and ~2,200, and a sixth less
+#: system time.
+READ_SIZE = 1 << 20
+
+
 class _Gunzip:
     """The inflated bytes of a gzip stream (RFC 1952), without its CRC-32.
 
@@ -691,16 +710,23 @@ class _Gunzip:
     reader parses the header, inflates, and skips the trailer.  Like
     gzip(1) it reads members one after another and ignores zero padding
     at the end.
+
+    The compressed bytes are read into one buffer (``readinto``) and given
+    to zlib a ``STEP`` at a time, as views of that buffer: no copy, and no
+    new memory per read.
     """
 
     def __init__(self, compressed):
         import zlib
 
         self.zlib, self.compressed = zlib, compressed
-        self.inflater, self.input = None, b""
+        self.inflater = None
+        self.input = b""               # bytes handed back: a member's rest, a header's rest
+        self.buffer = None             # a memoryview of READ_SIZE bytes, made at the first read
+        self.start = self.end = 0      # the part of the buffer not yet taken
 
     def read(self, size=-1):
-        size = size if size and size > 0 else 1 << 20
+        size = min(size, STEP) if size and size > 0 else STEP
         while self.inflater is not None or self._begin_member():
             try:
                 data = self.inflater.decompress(self.inflater.unconsumed_tail or self._more(),
@@ -719,10 +745,10 @@ class _Gunzip:
         """Read a member's header; False at the end of the stream."""
         self.input = self.input.lstrip(b"\0")
         while not self.input:
-            self.input = self.compressed.read(1 << 17)
-            if not self.input:
+            data = self._more(optional=True)
+            if not data:
                 return False
-            self.input = self.input.lstrip(b"\0")
+            self.input = bytes(data).lstrip(b"\0")
         # ID1 ID2 CM FLG MTIME(4) XFL OS, then the optional fields FLG names.
         header = self._take(10)
         if header[:3] != b"\x1f\x8b\x08":
@@ -733,32 +759,38 @@ class _Gunzip:
         for flag in (8, 16):   # FNAME, FCOMMENT: zero-terminated, of any length
             if flags & flag:
                 while (end := self.input.find(b"\0")) < 0:
-                    self.input = self.compressed.read(1 << 17)   # all of it the name
-                    if not self.input:
-                        raise EOFError("the gzip stream ends inside a header")
+                    self.input = bytes(self._more())   # all of it the name
                 self.input = self.input[end + 1:]
         if flags & 2:   # FHCRC
             self._take(2)
         self.inflater = self.zlib.decompressobj(-self.zlib.MAX_WBITS)
         return True
 
-    def _more(self):
-        # A MiB of compressed bytes at a time: each step below (recv, hash,
-        # copy to the blob, inflate) gives up the GIL for a while.  With
-        # 128 KiB, pulling the benchmark's image took ~650 recv(2) and
-        # ~3,700 futex(2) calls (the layers' threads handing the GIL
-        # around); with a MiB ~100 and ~2,200, and a sixth less system time.
-        data, self.input = self.input or self.compressed.read(1 << 20), b""
-        if not data:
-            raise EOFError("the gzip stream ends before its end marker")
+    def _more(self, optional=False):
+        """The next compressed bytes: what was handed back, else a STEP of the buffer.
+
+        At the end of the stream this raises EOFError, or returns an empty
+        result when ``optional``.
+        """
+        if self.input:
+            data, self.input = self.input, b""
+            return data
+        if self.start == self.end:
+            if self.buffer is None:
+                self.buffer = memoryview(bytearray(READ_SIZE))
+            self.start, self.end = 0, self.compressed.readinto(self.buffer)
+            if not self.end:
+                if optional:
+                    return b""
+                raise EOFError("the gzip stream ends inside a member")
+        data = self.buffer[self.start:min(self.start + STEP, self.end)]
+        self.start += len(data)
         return data
 
     def _take(self, count):
+        """The next ``count`` bytes of a header or trailer."""
         while len(self.input) < count:
-            more = self.compressed.read(1 << 17)
-            if not more:
-                raise EOFError("the gzip stream ends inside a header or trailer")
-            self.input += more
+            self.input = self.input + bytes(self._more())
         taken, self.input = self.input[:count], self.input[count:]
         return taken
 
@@ -766,16 +798,13 @@ class _Gunzip:
 class _Hashing:
     """A stream that computes the SHA-256 of everything read through it.
 
-    It asks the stream below for up to 4 MiB at a time and hashes each
-    piece once.  (gzip inflates a MiB of the blob per step, and a layer's
-    tar rarely compresses more than 4 to 1: so each step takes all the
-    compressed bytes it was given, and zlib keeps no copy of a rest.)  What a
-    read does not take waits for the next read: the tar reader's 512-byte
-    headers cost no call below, and a file's content comes back as views
-    of the pieces, to be written as they are.  (An ``io.BufferedReader``
-    here would copy every byte twice more: into its buffer, then out.)  A
-    read may return fewer bytes than asked for, as a pipe does; the tar
-    reader reads on until it has what it needs.
+    It asks the stream below for a ``STEP`` at a time and hashes each
+    piece once.  What a read does not take waits for the next read: the
+    tar reader's 512-byte headers cost no call below, and a file's content
+    comes back as views of the pieces, to be written as they are.  (An
+    ``io.BufferedReader`` here would copy every byte twice more: into its
+    buffer, then out.)  A read may return fewer bytes than asked for, as a
+    pipe does; the tar reader reads on until it has what it needs.
     """
 
     def __init__(self, stream):
@@ -787,7 +816,7 @@ class _Hashing:
 
     def read(self, size):
         if self.position == len(self.piece):
-            self.piece, self.position = self.stream.read(1 << 22), 0
+            self.piece, self.position = self.stream.read(STEP), 0
             self.hash.update(self.piece)
         start = self.position
         self.position = min(start + size, len(self.piece))
@@ -800,7 +829,7 @@ class _Hashing:
 
     def drain(self):
         """Read what tar left after its end marker: it is part of the diff id too."""
-        while self.read(1 << 20):
+        while self.read(STEP):
             pass
 
     def digest(self):
@@ -947,6 +976,25 @@ def make_durable(path):
         host.run(["sync", "--file-system", path], 4)
     except host.EngineError as error:
         host.call(4, f"sync ({error})", os.sync)
+
+
+def release_cached_pages(path):
+    """Let the kernel reuse the memory that a written file's pages hold in its cache.
+
+    posix_fadvise(2): "POSIX_FADV_DONTNEED attempts to free cached pages
+    associated with the specified region. [...] Pages that have not yet
+    been written out will be unaffected", so this follows
+    :func:`make_durable`.  A pulled blob is kept for ``push`` and ``save``,
+    not read again soon; the layers still arriving take its memory for
+    their own pages.  On the reference VM that is the difference between
+    0.25 and 3 ms per MiB written: memory the kernel has not used lately
+    is slow to fill there (bench/README.md).
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
 
 
 _temporary_numbers = itertools.count()

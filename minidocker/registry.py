@@ -260,6 +260,8 @@ def fetch_layers(client, repository, layers, diff_ids, store, progress):
                 # Durable before install_layers renames it into view; the
                 # next layer downloads meanwhile (see install_layers).
                 image.make_durable(store.root)
+                if staged.blob:
+                    image.release_cached_pages(staged.blob)
             results[number] = staged
         except BaseException as error:
             if staged:
@@ -1082,12 +1084,27 @@ class BlobReader:
             self.copy.close()
 
     def read(self, size=-1):
+        """Return the next bytes, at most ``size`` (a MiB when not said); ``b""`` at the end."""
+        return self._receive(self.response.read, CHUNK if size is None or size < 0 else size)
+
+    def readinto(self, buffer):
+        """Fill ``buffer`` with the next bytes; return how many (0 at the end).
+
+        A caller that reads a whole layer into one buffer it keeps spares
+        the memory a new ``bytes`` per read would take: on the reference
+        VM, memory the process has not used before costs a page fault per
+        4 KiB, 0.9 ms per MiB (bench/README.md).
+        """
+        view = memoryview(buffer)
+        return len(self._receive(lambda size: view[:self.response.readinto(view[:size])],
+                                 len(view)))
+
+    def _receive(self, receive, size):
+        """Take the next piece with ``receive(size)``, then count, check, hash and copy it."""
         if self.abort is not None and self.abort.is_set():
             raise Cancelled()
-        room = self.expected_size + 1 - self.done
-        size = min(room, CHUNK if size is None or size < 0 else size)
         try:
-            chunk = self.response.read(size)
+            chunk = receive(min(size, self.expected_size + 1 - self.done))
         except (http_client.IncompleteBody, ConnectionError, TimeoutError) as error:
             raise ShortBlob(f"blob {self.expected_digest}: truncated, the connection broke "
                             f"after {self.done} of {self.expected_size} bytes "

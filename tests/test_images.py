@@ -509,11 +509,23 @@ def test_the_layer_gunzip_reads_what_gzip_writes_and_refuses_the_rest():
 
     from minidocker import image
 
-    def inflate(data, size=1000):
-        reader, pieces = image._Gunzip(io.BytesIO(data)), []
+    def inflate(data, size=1000, stream=io.BytesIO):
+        reader, pieces = image._Gunzip(stream(data)), []
         while piece := reader.read(size):
             pieces.append(piece)
         return b"".join(pieces)
+
+    class Trickling(io.RawIOBase):
+        """A stream that gives a few KiB per read, as a pipe or a socket may."""
+
+        def __init__(self, data):
+            self.data = io.BytesIO(data)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            return self.data.readinto(memoryview(buffer)[:7001])
 
     raw = os.urandom(300_000) + b"a" * 500_000
     assert inflate(gzip.compress(raw)) == raw
@@ -526,12 +538,20 @@ def test_the_layer_gunzip_reads_what_gzip_writes_and_refuses_the_rest():
     deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
     assert inflate(header + deflate.compress(raw) + deflate.flush() + bytes(8)) == raw
     assert inflate(b"") == b""
+    # Members, and zero padding, that run past one read into _Gunzip's buffer.
+    big = os.urandom(1_500_000)
+    members = gzip.compress(big[:1_200_000]) + gzip.compress(big[1_200_000:]) \
+        + bytes(image.READ_SIZE + 10)
+    assert inflate(members, 1 << 20) == big
+    assert inflate(members, 1 << 20, stream=Trickling) == big
     whole = gzip.compress(raw)
     for broken, error in ((whole[:-20], EOFError), (whole[:5], EOFError),
                           (b"not gzip at all", ValueError),
                           (whole[:10] + b"\xff" * 64 + whole[74:], ValueError)):
         with pytest.raises(error):
             inflate(broken)
+        with pytest.raises(error):
+            inflate(broken, stream=Trickling)
 
 
 # -- the reference grammar -----------------------------------------------------

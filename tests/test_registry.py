@@ -103,6 +103,23 @@ def fails(engine, *arguments, env=None):
 
 # -- pulling -----------------------------------------------------------------------
 
+def test_a_pulled_layer_blob_leaves_the_page_cache(engine, registry):
+    # A layer's blob is kept for push and save, not read again soon: once
+    # it is on the disk, the pull lets the kernel take back its pages
+    # (image.release_cached_pages); fincore(1) counts what stays.
+    engine.ok("pull", f"{registry.address}/test/busybox:oci")
+    blobs = os.path.join(engine.root, "images", "blobs", "sha256")
+    with open(os.path.join(engine.root, "images", "index.json")) as index:
+        manifest = json.load(index)["manifests"][0]["digest"].split(":")[1]
+    with open(os.path.join(blobs, manifest)) as handle:
+        layers = [os.path.join(blobs, layer["digest"].split(":")[1])
+                  for layer in json.load(handle)["layers"]]
+    assert layers
+    resident = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", *layers],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert resident == ["0"] * len(layers)
+
+
 @pytest.mark.parametrize("tag", ["oci", "v2s2"])
 def test_pull_by_tag_in_both_manifest_formats_and_run(engine, registry, tag):
     reference = f"{registry.address}/test/busybox:{tag}"
