@@ -713,7 +713,9 @@ class _Gunzip:
 
     The compressed bytes are read into one buffer (``readinto``) and given
     to zlib a ``STEP`` at a time, as views of that buffer: no copy, and no
-    new memory per read.
+    new memory per read.  Headers and trailers take from the same buffer;
+    what one step took too many (zlib's ``unused_data`` after a member,
+    the bytes after a name) is given back, still there.
     """
 
     def __init__(self, compressed):
@@ -721,7 +723,6 @@ class _Gunzip:
 
         self.zlib, self.compressed = zlib, compressed
         self.inflater = None
-        self.input = b""               # bytes handed back: a member's rest, a header's rest
         self.buffer = None             # a memoryview of READ_SIZE bytes, made at the first read
         self.start = self.end = 0      # the part of the buffer not yet taken
 
@@ -734,7 +735,8 @@ class _Gunzip:
             except self.zlib.error as error:
                 raise ValueError(f"invalid compressed data ({error})") from None
             if self.inflater.eof:
-                self.input = self.inflater.unused_data
+                # unused_data is the end of the step zlib was last given.
+                self._give_back(len(self.inflater.unused_data))
                 self._take(8)   # the trailer: CRC-32 and size, which the diff id makes moot
                 self.inflater = None
             if data:
@@ -743,12 +745,14 @@ class _Gunzip:
 
     def _begin_member(self):
         """Read a member's header; False at the end of the stream."""
-        self.input = self.input.lstrip(b"\0")
-        while not self.input:
+        while True:   # past zero padding
             data = self._more(optional=True)
             if not data:
                 return False
-            self.input = bytes(data).lstrip(b"\0")
+            rest = len(bytes(data).lstrip(b"\0")) if data[0] == 0 else len(data)
+            if rest:
+                self._give_back(rest)
+                break
         # ID1 ID2 CM FLG MTIME(4) XFL OS, then the optional fields FLG names.
         header = self._take(10)
         if header[:3] != b"\x1f\x8b\x08":
@@ -758,23 +762,23 @@ class _Gunzip:
             self._take(int.from_bytes(self._take(2), "little"))
         for flag in (8, 16):   # FNAME, FCOMMENT: zero-terminated, of any length
             if flags & flag:
-                while (end := self.input.find(b"\0")) < 0:
-                    self.input = bytes(self._more())   # all of it the name
-                self.input = self.input[end + 1:]
+                while True:
+                    data = self._more()
+                    end = bytes(data).find(b"\0")
+                    if end >= 0:
+                        break
+                self._give_back(len(data) - end - 1)
         if flags & 2:   # FHCRC
             self._take(2)
         self.inflater = self.zlib.decompressobj(-self.zlib.MAX_WBITS)
         return True
 
-    def _more(self, optional=False):
-        """The next compressed bytes: what was handed back, else a STEP of the buffer.
+    def _more(self, limit=STEP, optional=False):
+        """The next compressed bytes, at most ``limit``, as a view of the buffer.
 
         At the end of the stream this raises EOFError, or returns an empty
         result when ``optional``.
         """
-        if self.input:
-            data, self.input = self.input, b""
-            return data
         if self.start == self.end:
             if self.buffer is None:
                 self.buffer = memoryview(bytearray(READ_SIZE))
@@ -783,15 +787,19 @@ class _Gunzip:
                 if optional:
                     return b""
                 raise EOFError("the gzip stream ends inside a member")
-        data = self.buffer[self.start:min(self.start + STEP, self.end)]
+        data = self.buffer[self.start:min(self.start + limit, self.end)]
         self.start += len(data)
         return data
 
+    def _give_back(self, count):
+        """Untake the last ``count`` bytes the last :meth:`_more` gave."""
+        self.start -= count
+
     def _take(self, count):
         """The next ``count`` bytes of a header or trailer."""
-        while len(self.input) < count:
-            self.input = self.input + bytes(self._more())
-        taken, self.input = self.input[:count], self.input[count:]
+        taken = b""
+        while len(taken) < count:
+            taken += self._more(count - len(taken))
         return taken
 
 
