@@ -149,6 +149,10 @@ def measure_in_turns(peers, rounds, warmup):
     host); timing every round of one peer before the next one starts would
     charge the drift to whichever peer ran in the slow minute, and the
     ratios would swing with it.  In turns, each minute is shared by all.
+    The order of the turns reverses every round, so that no peer always
+    runs right after the same other one: what a peer leaves behind (dirty
+    pages, memory it just freed, which is cheaper to take again than new
+    memory on the reference VM) falls on each of the others alike.
     ``peers`` holds ``(name, run_once, note)`` triples, or ready rows for
     peers that are not here.  A fourth item, ``prepare(index)``, runs off
     the clock before each round, and what it returns is passed to
@@ -157,7 +161,7 @@ def measure_in_turns(peers, rounds, warmup):
     timed = {peer[0]: [] for peer in peers if not isinstance(peer, Row)}
     failures = {}
     for index in range(warmup + rounds):
-        for peer in peers:
+        for peer in peers if index % 2 == 0 else peers[::-1]:
             if isinstance(peer, Row) or peer[0] in failures:
                 continue
             name, run_once, _, *prepare = peer

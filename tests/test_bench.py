@@ -77,7 +77,7 @@ def test_a_missing_peer_becomes_a_row_that_says_so():
 
 
 @pytest.mark.ch1
-def test_peers_measured_in_turns_alternate_round_by_round():
+def test_peers_measured_in_turns_alternate_round_by_round_in_reversing_order():
     calls = []
 
     def peer(name):
@@ -87,7 +87,8 @@ def test_peers_measured_in_turns_alternate_round_by_round():
     rows = bench.measure_in_turns([peer("a"), absent, peer("b"),
                                    ("broken", lambda _: bench.command(["false"]), "")],
                                   rounds=3, warmup=1)
-    assert calls == ["a", "b"] * 4  # one warm-up and three timed rounds, in turns
+    # One warm-up and three timed rounds, in turns, the order reversed every round.
+    assert calls == ["a", "b", "b", "a"] * 2
     by_name = {row.name: row for row in rows}
     assert [row.name for row in rows] == ["a", "absent", "b", "broken"]
     assert len(by_name["a"].seconds) == 3 and by_name["a"].note == "note of a"
