@@ -152,7 +152,8 @@ def measure_in_turns(peers, rounds, warmup):
     The order of the turns reverses every round, so that no peer always
     runs right after the same other one: what a peer leaves behind (dirty
     pages, memory it just freed, which is cheaper to take again than new
-    memory on the reference VM) falls on each of the others alike.
+    memory on the reference VM) does not always fall on the same peer.
+    (Of two peers, each follows the other in every other round.)
     ``peers`` holds ``(name, run_once, note)`` triples, or ready rows for
     peers that are not here.  A fourth item, ``prepare(index)``, runs off
     the clock before each round, and what it returns is passed to

@@ -500,8 +500,8 @@ class Store:
     def unpack_into_staging(self, blob, blob_digest, diff_id, media_type):
         """Unpack a layer from its blob's bytes into a new hidden directory; return it.
 
-        ``blob`` is anything with ``read``: the stored file, or the bytes
-        still arriving from a registry.  The uncompressed stream is hashed
+        ``blob`` is anything with ``read`` and ``readinto``: the stored
+        file, or the bytes still arriving from a registry.  The uncompressed stream is hashed
         as it is unpacked: if it is not the diff id the image config
         promised, the directory is thrown away.
         """
@@ -1001,6 +1001,10 @@ def release_cached_pages(path):
     descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError as error:
+        # "The advice is not binding": a filesystem that takes none costs
+        # memory, not correctness.
+        host.narrate(4, f"    posix_fadvise {path}: {error.strerror}; the pages stay cached")
     finally:
         os.close(descriptor)
 
