@@ -538,9 +538,15 @@ def source_date_epoch(variables):
     value = variables.get("SOURCE_DATE_EPOCH")
     if value in (None, ""):
         return None
-    if not host.is_decimal(value):
-        raise host.EngineError(f"SOURCE_DATE_EPOCH must be a number of seconds, not {value!r}")
+    if not host.is_decimal(value) or int(value) > LAST_EPOCH:
+        raise host.EngineError(f"SOURCE_DATE_EPOCH must be a number of seconds up to "
+                               f"{LAST_EPOCH} (the end of year 9999), not {value[:30]!r}")
     return int(value)
+
+
+#: 9999-12-31T23:59:59Z: an image's "created" has four digits for its year
+#: (RFC 3339), and Python's datetime goes no further.
+LAST_EPOCH = 253402300799
 
 
 def format_epoch(epoch):

@@ -978,8 +978,8 @@ def resolve_user(root, user):
     entry = next((fields for fields in passwd
                   if len(fields) >= 6 and (fields[0] == name or fields[2] == name)), None)
     if entry:
-        uid, gid, home, user_name = rootfs.id_number(entry[2]), rootfs.id_number(entry[3]), entry[5] or "/", \
-            entry[0]
+        uid, gid = rootfs.id_number(entry[2]), rootfs.id_number(entry[3])
+        home, user_name = entry[5] or "/", entry[0]
     elif host.is_decimal(name):
         uid, gid, home, user_name = int(name), 0 if not group else None, "/", None
     else:

@@ -449,15 +449,21 @@ def dump_json(value, canonical=False):
 
 # -- names and numbers ------------------------------------------------------
 
+#: ``int()`` refuses a text of more digits (CPython's guard against
+#: quadratic conversions, ``sys.get_int_max_str_digits()``).
+MAX_DIGITS = 4300
+
+
 def is_decimal(text):
-    """Say whether ``text`` is a number in plain decimal: ASCII digits, at least one.
+    """Say whether ``text`` is a number in plain decimal that ``int()`` reads.
 
-    ``str.isdigit`` alone is not that check: it also says yes to "²" and
-    "٣", which ``int()`` refuses (a traceback) or reads as 3.  Docker's Go
-    code reads numbers with strconv, which takes ASCII digits only.
+    ASCII digits, at least one, at most :data:`MAX_DIGITS`.  ``str.isdigit``
+    alone is not that check: it also says yes to "²" and "٣", which
+    ``int()`` refuses (a traceback) or reads as 3.  Docker's Go code reads
+    numbers with strconv, which takes ASCII digits only.  Callers check the
+    range they need.
     """
-    return text.isascii() and text.isdigit()
-
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS
 
 
 def valid_name(name):

@@ -501,9 +501,9 @@ class Store:
         """Unpack a layer from its blob's bytes into a new hidden directory; return it.
 
         ``blob`` is anything with ``read`` and ``readinto``: the stored
-        file, or the bytes still arriving from a registry.  The uncompressed stream is hashed
-        as it is unpacked: if it is not the diff id the image config
-        promised, the directory is thrown away.
+        file, or the bytes still arriving from a registry.  The
+        uncompressed stream is hashed as it is unpacked: if it is not the
+        diff id the image config promised, the directory is thrown away.
         """
         staging = _make_temporary(self.layers, ".unpack-", lambda path: os.mkdir(path, 0o700))
         try:

@@ -173,6 +173,14 @@ def test_the_same_changes_give_the_same_layer(busybox):
     assert clamped["created"] == "2023-11-14T22:13:20Z"
     assert clamped["rootfs"] != image_config(busybox, "one")["rootfs"]
 
+    # A time past the year 9999 was a traceback after the layer was written.
+    images = busybox.ok("images", "-q")
+    for bad in ("253402300800", "9" * 5000, "²"):
+        result = busybox.run("commit", "first", "too-late", env={"SOURCE_DATE_EPOCH": bad})
+        assert result.returncode == 125 and "Traceback" not in result.stderr, result.stderr
+        assert "SOURCE_DATE_EPOCH must be a number of seconds" in result.stderr
+    assert busybox.ok("images", "-q") == images
+
 
 def test_commit_freezes_a_running_container_and_leaves_it_running(busybox):
     busybox.ok("run", "-d", "--name", "busy", "busybox", "sh", "-c",

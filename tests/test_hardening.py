@@ -275,6 +275,11 @@ BAD_FLAGS = [
     (["--restart", "on-failure:²"], "the maximum retry count must be a number"),
     (["-p", "²:80"], "'²' is not a port number"),
     (["-p", "80:²"], "'²' is not a port number"),
+    # int() refuses a text of more than 4,300 digits (a ValueError, a traceback).
+    (["--cpu-shares", "9" * 5000], "not a whole number"),
+    (["--cpu-shares", "9" * 4000], "value out of range"),
+    (["--restart", "on-failure:" + "9" * 5000], "the maximum retry count must be a number"),
+    (["-p", "9" * 5000 + ":80"], "is not a port number"),
 ]
 
 BAD_REFERENCES = [
@@ -499,6 +504,8 @@ def test_a_layer_owner_past_the_kernel_s_range_is_one_line(engine, fake):
     (["kill", "-s", "²"], "invalid signal: ²"),
     (["kill", "-s", "65"], "invalid signal: 65"),
     (["kill", "-s", "9" * 30], "invalid signal: " + "9" * 30),
+    (["kill", "-s", "9" * 5000], "invalid signal: 999"),
+    (["logs", "--tail", "9" * 5000], "invalid value for tail: '999"),
 ])
 def test_numbers_the_kernel_cannot_take_are_one_line(busybox, arguments, message):
     # str.isdigit() says yes to "²", which int() refuses; a signal number
